@@ -1,0 +1,7 @@
+"""python -m self_instruct"""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

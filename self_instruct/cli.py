@@ -1,0 +1,147 @@
+"""Command line: parse arguments, call one function, print. No logic lives here."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import types
+import typing
+
+from . import config as config_mod
+from .errors import UserError
+
+DESCRIPTION = """Generate an instruction-tuning dataset from seed tasks with the Self-Instruct method.
+
+Stages: bootstrap (new instructions) -> classify (classification or not) -> instances
+(input/output examples) -> dataset (flat JSONL). 'generate' runs all four; each stage can run alone
+on an existing run directory. Re-running a command resumes where it stopped."""
+
+STAGE_HELP = {
+    "generate": "run all stages: bootstrap, classify, instances, dataset",
+    "bootstrap": "grow the instruction pool from the seeds until --target instructions are accepted",
+    "classify": "decide for each accepted instruction whether it is a classification task",
+    "instances": "generate input/output instances for each classified instruction",
+    "dataset": "write tasks.jsonl and dataset.jsonl from the stage files (no model calls)",
+}
+
+# Short flags for the settings people change most.
+ALIASES = {
+    "llm.backend": "--backend",
+    "llm.model": "--model",
+    "llm.model_path": "--model-path",
+    "llm.base_url": "--base-url",
+    "llm.api": "--api",
+    "llm.concurrency": "--concurrency",
+}
+
+SETTING_HELP = {
+    "run_name": "run directory name under --output-dir",
+    "output_dir": "where run directories are created",
+    "seed_file": "seed tasks (JSONL: seed schema or flat instruction/input/output)",
+    "target": "machine-generated instructions to accept",
+    "seed": "random seed (prompt sampling and model sampling)",
+    "progress": "show progress bars",
+    "llm.backend": "auto | local (embedded llama.cpp model) | openai (any OpenAI-compatible server)",
+    "llm.model": "model name for the openai backend (default gpt-4o-mini)",
+    "llm.model_path": "GGUF file for the local backend (default: the embedded SmolLM2-135M-Instruct)",
+    "llm.base_url": "OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 (or OPENAI_BASE_URL)",
+    "llm.api": "auto | completions | chat",
+    "llm.concurrency": "requests in flight at once (the local backend serves one)",
+}
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace(".", "-").replace("_", "-")
+
+
+def _type_name(typ) -> type:
+    if isinstance(typ, types.UnionType):
+        return next(t for t in typing.get_args(typ) if t is not type(None))
+    return typ
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="self-instruct", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for command, help_text in STAGE_HELP.items():
+        p = sub.add_parser(command, help=help_text, description=help_text)
+        p.add_argument("--config", metavar="FILE", help="TOML config file; flags given here override it")
+        groups: dict[str, argparse._ArgumentGroup] = {}
+        for name, (typ, default) in config_mod.settings().items():
+            section = name.split(".")[0] if "." in name else "run"
+            group = groups.get(section) or groups.setdefault(
+                section, p.add_argument_group(f"{section} settings")
+            )
+            flags = [_flag(name)] + ([ALIASES[name]] if name in ALIASES else [])
+            help_text = f"{SETTING_HELP.get(name, '')} (default: {default!r})".strip()
+            typ = _type_name(typ)
+            if typ is bool:
+                group.add_argument(
+                    *flags,
+                    dest=name,
+                    action=argparse.BooleanOptionalAction,
+                    default=argparse.SUPPRESS,
+                    help=help_text,
+                )
+            else:
+                group.add_argument(
+                    *flags,
+                    dest=name,
+                    type=str,
+                    metavar=typ.__name__.upper(),
+                    default=argparse.SUPPRESS,
+                    help=help_text,
+                )
+    return parser
+
+
+def _print_summary(summary) -> None:
+    c = summary.manifest["counts"]
+    req = summary.manifest.get("requests", {})
+    tokens = sum(s.get("prompt_tokens", 0) + s.get("completion_tokens", 0) for s in req.values())
+    lines = [
+        f"run directory: {summary.run_dir}",
+        f"  machine instructions: {c['machine_instructions']}  "
+        f"(classification: {c['classification_tasks']} of {c['classified']} classified)",
+        f"  dataset: {c['dataset_tasks']} tasks, {c['dataset_rows']} instances"
+        f" -> {summary.run_dir / 'dataset.jsonl'}",
+        f"  rejected: {c['rejected']} (see rejected.jsonl)   failed requests: {c['failures']}"
+        f"   tokens: {tokens}",
+    ]
+    for stage, reasons in c["rejected_by_stage"].items():
+        top = ", ".join(f"{r} {n}" for r, n in sorted(reasons.items(), key=lambda kv: -kv[1])[:6])
+        lines.append(f"    {stage}: {top}")
+    for note in summary.notes:
+        lines.append(f"note: {note}")
+    print("\n".join(lines))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = vars(parser.parse_args(argv))
+    command = args.pop("command")
+    config_file = args.pop("config")
+    try:
+        cfg = config_mod.load_config(config_file, args)
+        from .pipeline import STAGES, run
+
+        stages = STAGES if command == "generate" else (command,)
+        summary = run(cfg, stages)
+    except UserError as e:
+        print(f"self-instruct: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            "\nself-instruct: interrupted. Everything accepted so far is saved;"
+            " run the same command again to resume.",
+            file=sys.stderr,
+        )
+        return 130
+    _print_summary(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,211 @@
+"""Run configuration: defaults (the method's reference parameters), a TOML file, then CLI overrides.
+
+Every setting has a dotted name (``bootstrap.temperature``), the same in the TOML file (as a table
+key) and on the command line (``--bootstrap-temperature``). Unknown keys and wrong types are errors
+that name the setting. The API key is never part of the config: it comes from OPENAI_API_KEY.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import UserError
+
+
+@dataclass
+class LLMConfig:
+    backend: str = "auto"  # auto: openai when a base URL or OPENAI_API_KEY is set, else local
+    model: str = ""  # model name for openai (default gpt-4o-mini); ignored by local
+    model_path: str = ""  # GGUF for local; empty: the embedded SmolLM2-135M-Instruct
+    base_url: str = ""  # OpenAI-compatible endpoint; empty: OPENAI_BASE_URL or api.openai.com
+    api: str = "auto"  # completions | chat | auto (local: completions, openai: chat)
+    concurrency: int = 8
+    timeout: float = 120.0
+    max_retries: int = 5
+    n_ctx: int = 4096  # local context window
+
+
+@dataclass
+class BootstrapConfig:
+    num_prompt_instructions: int = 8
+    num_machine_instructions: int = 2  # of the 8, once the pool has that many machine instructions
+    max_new_per_request: int = 7  # stop at item 16: 8 shown + 7 new
+    requests_per_round: int = 8  # prompts built from the same pool snapshot, applied in order
+    max_requests: int = 0  # give up after this many requests; 0: 20 x target + 50
+    temperature: float = 0.7
+    top_p: float = 0.5
+    presence_penalty: float = 2.0
+    frequency_penalty: float = 0.0
+    max_tokens: int = 1024
+    similarity_threshold: float = 0.7
+    keep_truncated: bool = True  # keep the complete items of a response cut off by max_tokens
+
+
+@dataclass
+class ClassifyConfig:
+    max_tokens: int = 3
+    temperature: float = 0.0
+
+
+@dataclass
+class InstancesConfig:
+    max_instances: int = 5
+    max_tokens: int = 300
+    temperature: float = 0.0
+    top_p: float = 1.0
+    presence_penalty: float = 1.5
+    frequency_penalty: float = 0.0
+
+
+@dataclass
+class Config:
+    run_name: str = "run"
+    output_dir: str = "outputs"
+    seed_file: str = "seeds/seed_tasks.jsonl"
+    target: int = 100  # machine-generated instructions to accept
+    seed: int = 42
+    progress: bool = True
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
+    classify: ClassifyConfig = field(default_factory=ClassifyConfig)
+    instances: InstancesConfig = field(default_factory=InstancesConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.run_name
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+SECTIONS = {
+    "llm": LLMConfig,
+    "bootstrap": BootstrapConfig,
+    "classify": ClassifyConfig,
+    "instances": InstancesConfig,
+}
+
+
+def settings() -> dict[str, tuple[type, object]]:
+    """Every setting as dotted name -> (type, default)."""
+    out: dict[str, tuple[type, object]] = {}
+    hints = typing.get_type_hints(Config)
+    for f in dataclasses.fields(Config):
+        if f.name in SECTIONS:
+            sub = SECTIONS[f.name]
+            sub_hints = typing.get_type_hints(sub)
+            for g in dataclasses.fields(sub):
+                out[f"{f.name}.{g.name}"] = (sub_hints[g.name], g.default)
+        else:
+            out[f.name] = (hints[f.name], f.default)
+    return out
+
+
+def _coerce(name: str, typ: type, value, where: str):
+    if isinstance(typ, types.UnionType):
+        typ = next(t for t in typing.get_args(typ) if t is not type(None))
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+    elif typ is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+    elif typ is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif typ is str and isinstance(value, str):
+        return value
+    raise UserError(f"{where}: setting '{name}' must be {typ.__name__}, got {value!r}")
+
+
+def set_value(cfg: Config, name: str, value, where: str) -> None:
+    known = settings()
+    if name not in known:
+        raise UserError(f"{where}: unknown setting '{name}'")
+    typ, _ = known[name]
+    value = _coerce(name, typ, value, where)
+    target: object = cfg
+    *parents, leaf = name.split(".")
+    for p in parents:
+        target = getattr(target, p)
+    setattr(target, leaf, value)
+
+
+def _flatten(table: dict, prefix: str = "") -> dict[str, object]:
+    out = {}
+    for k, v in table.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            if key not in SECTIONS:
+                raise UserError(f"unknown section [{key}]")
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, object] | None = None) -> Config:
+    """Defaults, then the TOML file, then overrides (CLI); validated."""
+    cfg = Config()
+    if path:
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"{path}: config file not found")
+        try:
+            table = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as e:
+            raise UserError(f"{path}: invalid TOML ({e})") from None
+        try:
+            flat = _flatten(table)
+        except UserError as e:
+            raise UserError(f"{path}: {e}") from None
+        for name, value in flat.items():
+            set_value(cfg, name, value, str(path))
+    for name, value in (overrides or {}).items():
+        set_value(cfg, name, value, "command line")
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    def bad(name: str, why: str):
+        raise UserError(f"setting '{name}' {why}")
+
+    if cfg.target < 1:
+        bad("target", "must be at least 1")
+    if cfg.llm.backend not in ("auto", "local", "openai"):
+        bad("llm.backend", "must be auto, local or openai")
+    if cfg.llm.api not in ("auto", "completions", "chat"):
+        bad("llm.api", "must be auto, completions or chat")
+    if cfg.llm.concurrency < 1:
+        bad("llm.concurrency", "must be at least 1")
+    b = cfg.bootstrap
+    if not 1 <= b.num_prompt_instructions <= 64:
+        bad("bootstrap.num_prompt_instructions", "must be between 1 and 64")
+    if not 0 <= b.num_machine_instructions <= b.num_prompt_instructions:
+        bad("bootstrap.num_machine_instructions", "must be between 0 and num_prompt_instructions")
+    if b.requests_per_round < 1:
+        bad("bootstrap.requests_per_round", "must be at least 1")
+    if not 0.0 <= b.similarity_threshold <= 1.0:
+        bad("bootstrap.similarity_threshold", "must be between 0 and 1")
+    if cfg.instances.max_instances < 1:
+        bad("instances.max_instances", "must be at least 1")
+    if not cfg.run_name or "/" in cfg.run_name or cfg.run_name in (".", ".."):
+        bad("run_name", "must be a plain directory name")

@@ -1,0 +1,5 @@
+"""The one exception type that reaches the user as a one-line message (exit status 2)."""
+
+
+class UserError(Exception):
+    """Bad input or setting: the message names the file:line or the setting, and the CLI prints only it."""

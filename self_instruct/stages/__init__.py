@@ -1,0 +1,1 @@
+"""The pipeline stages: bootstrap, classify, instances, dataset."""

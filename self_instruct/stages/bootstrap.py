@@ -1,0 +1,201 @@
+"""Stage 1: grow the task pool from the seeds until ``target`` machine instructions are accepted.
+
+The loop works in rounds of ``requests_per_round`` requests. Request ``i`` belongs to round
+``i // requests_per_round``; its prompt is built from the pool as it stood at the start of its round,
+with its own random stream seeded by (seed, i). Responses are applied in request order: parse,
+filter, novelty check against seeds + every accepted instruction (earlier ones in the same round
+included), append. So the result depends only on the config, the seed and the model's responses,
+not on concurrency or on the order responses arrive in.
+
+Crash safety: a request's accepted and rejected records are written first, then its line in
+``bootstrap_requests.jsonl``. On start, records of requests without that line are discarded, and the
+loop resumes at the first request not applied.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+
+from ..filters import check_instruction
+from ..llm.base import Request
+from ..novelty import NoveltyIndex
+from ..prompts import parse_instructions, render_bootstrap
+from ..store import write_jsonl_atomic
+from ..tasks import Task
+from .common import StageContext, drop_uncommitted, failure_record, progress
+
+STAGE = "bootstrap"
+
+
+@dataclass
+class BootstrapResult:
+    accepted: int
+    rejected: int
+    requests: int
+    stopped: str  # "target" or "max_requests"
+
+
+def sample_prompt_instructions(
+    rng: random.Random, seeds: list[str], machine: list[str], n_total: int, n_machine: int
+) -> list[str]:
+    """n_machine from the machine-generated pool (once it has that many), the rest from the seeds."""
+    take_machine = n_machine if len(machine) >= n_machine else 0
+    chosen = rng.sample(machine, take_machine) if take_machine else []
+    chosen += rng.sample(seeds, min(n_total - take_machine, len(seeds)))
+    rng.shuffle(chosen)
+    return chosen
+
+
+def _recover(ctx: StageContext) -> tuple[list[dict], set[int]]:
+    """Accepted records of applied requests only; drop what a crash left half-applied."""
+    f = ctx.files
+    applied = {r["request"] for r in f.bootstrap_log.read()}
+    accepted = f.instructions.read()
+    kept = [r for r in accepted if r["request"] in applied]
+    if len(kept) != len(accepted):
+        write_jsonl_atomic(f.instructions.path, kept)
+    drop_uncommitted(f.rejected, STAGE, "request", applied)
+    return kept, applied
+
+
+def build_request(ctx: StageContext, i: int, seeds: list[str], machine: list[str]) -> Request:
+    b = ctx.cfg.bootstrap
+    rng = random.Random(f"{ctx.cfg.seed}:{STAGE}:{i}")
+    shown = sample_prompt_instructions(
+        rng, seeds, machine, b.num_prompt_instructions, b.num_machine_instructions
+    )
+    stop_at = len(shown) + b.max_new_per_request + 1
+    return Request(
+        prompt=render_bootstrap(shown),
+        max_tokens=b.max_tokens,
+        temperature=b.temperature,
+        top_p=b.top_p,
+        presence_penalty=b.presence_penalty,
+        frequency_penalty=b.frequency_penalty,
+        # A blank line ends a continued list; a chat answer may space its items with blank lines.
+        stop=("\n\n", f"\n{stop_at}.") if ctx.api_is_completions else (f"\n{stop_at}.",),
+        seed=ctx.cfg.seed * 1_000_003 + i,
+    )
+
+
+async def run_bootstrap(ctx: StageContext, seed_tasks: list[Task]) -> BootstrapResult:
+    cfg, b, f = ctx.cfg, ctx.cfg.bootstrap, ctx.files
+    assert ctx.engine is not None
+    seeds = [t.instruction for t in seed_tasks]
+    accepted, applied = _recover(ctx)
+    index = NoveltyIndex(b.similarity_threshold)
+    for text in seeds:
+        index.add(text)
+    for r in accepted:
+        index.add(r["instruction"])
+    machine = [r["instruction"] for r in accepted]
+    n_rejected = sum(1 for r in f.rejected.read() if r.get("stage") == STAGE)
+    max_requests = b.max_requests or 20 * cfg.target + 50
+    next_req = max(applied) + 1 if applied else 0
+    stopped = "target"
+    bar = progress(cfg, total=cfg.target, initial=min(len(machine), cfg.target), desc=STAGE, unit="instr")
+    try:
+        while len(machine) < cfg.target:
+            if next_req >= max_requests:
+                stopped = "max_requests"
+                break
+            round_no = next_req // b.requests_per_round
+            round_start = round_no * b.requests_per_round
+            # The pool as it stood when this round began (earlier rounds' acceptances only).
+            snapshot = [r["instruction"] for r in accepted if r["request"] < round_start]
+            # Send only about as many of the round's requests as the target still needs (judged by
+            # the yield so far); the rest of the round follows with the same snapshot, so this
+            # changes how many requests are wasted at the end, never what is generated.
+            per_request = max(len(machine) / max(next_req, 1), 0.5)
+            want = max(1, math.ceil((cfg.target - len(machine)) / per_request))
+            end = min(round_start + b.requests_per_round, max_requests, next_req + want)
+            slots = list(range(next_req, end))
+            requests = [build_request(ctx, i, seeds, snapshot) for i in slots]
+            responses = await ctx.engine.run(requests, stage=STAGE)
+            for i, req, resp in zip(slots, requests, responses, strict=True):
+                if len(machine) >= cfg.target:
+                    break
+                new_acc, new_rej = _apply(ctx, i, req, resp, index, len(machine))
+                f.instructions.append(new_acc)
+                f.rejected.append(new_rej)
+                if not resp.ok:
+                    f.failures.append([failure_record(STAGE, i, req, resp)])
+                f.bootstrap_log.append(
+                    [
+                        {
+                            "request": i,
+                            "finish_reason": resp.finish_reason,
+                            "accepted": len(new_acc),
+                            "rejected": len(new_rej),
+                            "prompt_tokens": resp.prompt_tokens,
+                            "completion_tokens": resp.completion_tokens,
+                            "error": resp.error,
+                            "text": resp.text,
+                        }
+                    ]
+                )
+                accepted.extend(new_acc)
+                machine.extend(r["instruction"] for r in new_acc)
+                n_rejected += len(new_rej)
+                next_req = i + 1
+                bar.update(min(len(new_acc), cfg.target - bar.n))
+                bar.set_postfix(rejected=n_rejected, requests=next_req)
+    finally:
+        bar.close()
+    return BootstrapResult(len(machine), n_rejected, next_req, stopped)
+
+
+def _apply(ctx: StageContext, i: int, req: Request, resp, index: NoveltyIndex, n_machine: int):
+    """Parse one response and sort its instructions into accepted and rejected records."""
+    b = ctx.cfg.bootstrap
+    accepted: list[dict] = []
+    rejected: list[dict] = []
+    if not resp.ok:
+        return accepted, rejected
+    first = b.num_prompt_instructions + 1
+    parsed = parse_instructions(
+        resp.text,
+        first_number=first,
+        finish_reason=resp.finish_reason,
+        continuation=ctx.api_is_completions,
+        max_items=b.max_new_per_request,
+    )
+    if parsed.truncated is not None:
+        rejected.append(
+            {"stage": STAGE, "request": i, "reason": "truncated", "instruction": parsed.truncated}
+        )
+    items = parsed.items
+    if resp.finish_reason == "length" and not b.keep_truncated:
+        rejected += [{"stage": STAGE, "request": i, "reason": "truncated", "instruction": t} for t in items]
+        items = []
+    for text in items:
+        # Past the target, items are still recorded, not silently dropped.
+        reason = "over_target" if n_machine + len(accepted) >= ctx.cfg.target else check_instruction(text)
+        if reason:
+            rejected.append({"stage": STAGE, "request": i, "reason": reason, "instruction": text})
+            continue
+        top = index.top_k(text, 10)
+        similar = [{"instruction": m.text, "score": round(m.score, 6)} for m in top]
+        if top and top[0].score > b.similarity_threshold:
+            rejected.append(
+                {
+                    "stage": STAGE,
+                    "request": i,
+                    "reason": "too_similar",
+                    "instruction": text,
+                    "most_similar": similar[0],
+                }
+            )
+            continue
+        index.add(text)
+        accepted.append(
+            {
+                "id": f"machine_{n_machine + len(accepted)}",
+                "instruction": text,
+                "request": i,
+                "most_similar": similar,
+            }
+        )
+    return accepted, rejected

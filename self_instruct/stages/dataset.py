@@ -1,0 +1,55 @@
+"""Stage 4: assemble the dataset from the stage files (no model calls).
+
+Writes, each through a temporary file and a rename:
+- ``tasks.jsonl``: one record per machine task, seed schema (``is_classification`` and all instances);
+- ``dataset.jsonl``: flat ``{"instruction", "input", "output"}``, one line per instance.
+A task left with no instance is rejected here (reason ``no_instances``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..store import RunFiles, write_jsonl_atomic
+from .common import drop_uncommitted
+
+STAGE = "dataset"
+
+
+@dataclass
+class DatasetResult:
+    tasks: int
+    instances: int
+    no_instances: int
+    pending: int  # accepted instructions still waiting for classification or instances
+
+
+def run_dataset(files: RunFiles) -> DatasetResult:
+    accepted = files.instructions.read()
+    generated = {r["id"]: r for r in files.instances.read()}
+    tasks, rows, empty = [], [], []
+    for rec in accepted:
+        gen = generated.get(rec["id"])
+        if gen is None:
+            continue
+        if not gen["instances"]:
+            empty.append(
+                {"stage": STAGE, "id": rec["id"], "instruction": rec["instruction"], "reason": "no_instances"}
+            )
+            continue
+        tasks.append(
+            {
+                "id": rec["id"],
+                "name": rec["id"],
+                "instruction": rec["instruction"],
+                "instances": gen["instances"],
+                "is_classification": gen["is_classification"],
+            }
+        )
+        rows += [{"instruction": rec["instruction"], **inst} for inst in gen["instances"]]
+    # This stage is derived and may run many times: replace its rejections instead of adding to them.
+    drop_uncommitted(files.rejected, STAGE, "id", set())
+    files.rejected.append(empty)
+    write_jsonl_atomic(files.tasks, tasks)
+    write_jsonl_atomic(files.dataset, rows)
+    return DatasetResult(len(tasks), len(rows), len(empty), len(accepted) - len(generated))

@@ -1,0 +1,87 @@
+"""Bad input ends with one line naming the file:line or setting, exit status 2, no traceback."""
+
+import json
+import socket
+
+import pytest
+from helpers import SEEDS, cli
+
+
+def assert_one_line_error(proc, *needles):
+    assert proc.returncode == 2, proc.stderr
+    err = proc.stderr.strip()
+    assert "Traceback" not in err
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("self-instruct: error: ")
+    for n in needles:
+        assert n in err, err
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_help_lists_commands_and_settings(tmp_path):
+    out = cli("--help", cwd=tmp_path)
+    assert out.returncode == 0
+    for cmd in ("generate", "bootstrap", "classify", "instances", "dataset"):
+        assert cmd in out.stdout
+    out = cli("generate", "--help", cwd=tmp_path)
+    for flag in (
+        "--target",
+        "--base-url",
+        "--model-path",
+        "--bootstrap-temperature",
+        "--instances-max-tokens",
+    ):
+        assert flag in out.stdout
+
+
+def test_malformed_seed_line(tmp_path):
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text(SEEDS.read_text().splitlines()[0] + "\n{oops\n")
+    proc = cli("generate", "--seed-file", str(seeds), cwd=tmp_path)
+    assert_one_line_error(proc, f"{seeds}:2:", "invalid JSON")
+
+
+def test_missing_seed_file(tmp_path):
+    proc = cli("bootstrap", "--seed-file", "nope.jsonl", cwd=tmp_path)
+    assert_one_line_error(proc, "nope.jsonl: seed file not found")
+
+
+def test_unknown_config_key(tmp_path):
+    (tmp_path / "c.toml").write_text("[bootstrap]\ntemprature = 0.5\n")
+    proc = cli("generate", "--config", "c.toml", "--seed-file", str(SEEDS), cwd=tmp_path)
+    assert_one_line_error(proc, "c.toml", "unknown setting 'bootstrap.temprature'")
+
+
+def test_bad_flag_value(tmp_path):
+    proc = cli("generate", "--target", "lots", "--seed-file", str(SEEDS), cwd=tmp_path)
+    assert_one_line_error(proc, "setting 'target' must be int")
+
+
+def test_unreachable_endpoint(tmp_path):
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    proc = cli("generate", "--base-url", url, "--seed-file", str(SEEDS), "--no-progress", cwd=tmp_path)
+    assert_one_line_error(proc, "llm.base_url", "cannot reach", url)
+
+
+@pytest.mark.parametrize("content", [None, b"not a gguf model at all"])
+def test_bad_model_path(tmp_path, content):
+    path = tmp_path / "model.gguf"
+    if content is not None:
+        path.write_bytes(content)
+    proc = cli("generate", "--model-path", str(path), "--seed-file", str(SEEDS), cwd=tmp_path)
+    assert_one_line_error(proc, "llm.model_path", str(path))
+
+
+def test_errors_do_not_damage_earlier_output(tmp_path):
+    run_dir = tmp_path / "outputs" / "keep"
+    run_dir.mkdir(parents=True)
+    (run_dir / "machine_instructions.jsonl").write_text(json.dumps({"id": "machine_0"}) + "\n")
+    before = (run_dir / "machine_instructions.jsonl").read_bytes()
+    proc = cli("generate", "--run-name", "keep", "--seed-file", "missing.jsonl", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert (run_dir / "machine_instructions.jsonl").read_bytes() == before

@@ -1,0 +1,74 @@
+"""`self-instruct generate` with the openai backend against a real HTTP server on 127.0.0.1."""
+
+import json
+
+import pytest
+from helpers import SEEDS, cli
+from openai_server import FakeOpenAIServer, Fault
+from scripted import answer
+
+from self_instruct.store import read_jsonl
+
+
+def responder(kind: str, body: dict) -> str:
+    if kind == "chat":
+        return answer(body["messages"][-1]["content"], chat=True)
+    return answer(body["prompt"])
+
+
+@pytest.mark.parametrize("api", ["completions", "chat"])
+def test_generate_over_http(tmp_path, api):
+    with FakeOpenAIServer(responder, api_key="sk-test-secret") as server:
+        proc = cli(
+            "generate",
+            *("--base-url", server.base_url, "--api", api, "--model", "test-model"),
+            *("--seed-file", str(SEEDS), "--target", "10", "--run-name", "http", "--no-progress"),
+            *("--concurrency", "4"),
+            cwd=tmp_path,
+            env={"OPENAI_API_KEY": "sk-test-secret"},
+        )
+        assert proc.returncode == 0, proc.stderr
+        kinds = {r["kind"] for r in server.requests if r["path"] != "/v1/models"}
+        assert kinds == {api}
+        first = next(r for r in server.requests if r["kind"] == api)["body"]
+        assert first["model"] == "test-model"
+    run_dir = tmp_path / "outputs" / "http"
+    assert len(read_jsonl(run_dir / "machine_instructions.jsonl")) == 10
+    rows = read_jsonl(run_dir / "dataset.jsonl")
+    assert rows
+    manifest_text = (run_dir / "manifest.json").read_text()
+    manifest = json.loads(manifest_text)
+    assert manifest["backend"]["name"] == "openai" and manifest["backend"]["api"] == api
+    assert manifest["counts"]["dataset_rows"] == len(rows)
+    assert manifest["requests"]["bootstrap"]["prompt_tokens"] > 0
+    for path in run_dir.iterdir():
+        assert "sk-test-secret" not in path.read_text(), path
+    assert "run directory:" in proc.stdout
+
+
+def test_transient_faults_are_retried_and_counted(tmp_path):
+    with FakeOpenAIServer(responder) as server:
+        server.add_faults(Fault(status=429, retry_after=0.01), Fault(status=503), Fault(malformed=True))
+        proc = cli(
+            "generate",
+            *("--base-url", server.base_url, "--api", "completions", "--seed-file", str(SEEDS)),
+            *("--target", "4", "--run-name", "f", "--no-progress", "--concurrency", "1"),
+            cwd=tmp_path,
+        )
+    assert proc.returncode == 0, proc.stderr
+    m = json.loads((tmp_path / "outputs" / "f" / "manifest.json").read_text())
+    assert m["requests"]["bootstrap"]["retries"] == 3
+    assert m["counts"]["failures"] == 0
+
+
+def test_bad_key_stops_at_once_with_a_clear_message(tmp_path):
+    with FakeOpenAIServer(responder, api_key="right") as server:
+        proc = cli(
+            "generate",
+            *("--base-url", server.base_url, "--seed-file", str(SEEDS), "--no-progress"),
+            cwd=tmp_path,
+            env={"OPENAI_API_KEY": "wrong"},
+        )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("self-instruct: error: OPENAI_API_KEY")
+    assert "wrong" not in proc.stderr and "Traceback" not in proc.stderr

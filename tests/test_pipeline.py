@@ -1,0 +1,169 @@
+"""The stages end to end through the in-process scripted model."""
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+from scripted import ScriptedBackend
+
+from self_instruct.config import load_config
+from self_instruct.llm.base import Request, Response
+from self_instruct.novelty import NoveltyIndex
+from self_instruct.pipeline import run
+from self_instruct.stages.bootstrap import sample_prompt_instructions
+from self_instruct.store import read_jsonl
+
+SEEDS = str(Path(__file__).parent.parent / "seeds" / "seed_tasks.jsonl")
+
+
+def make_cfg(tmp_path, **over):
+    base = {"output_dir": str(tmp_path), "run_name": "r", "seed_file": SEEDS, "target": 12, "progress": False}
+    base.update(over)
+    return load_config(None, base)
+
+
+def lines(path):
+    return read_jsonl(path) if path.exists() else []
+
+
+def test_sampling_rule_six_seeds_two_machine():
+    rng = random.Random(1)
+    seeds = [f"seed {i}" for i in range(20)]
+    assert all(
+        s in seeds for s in sample_prompt_instructions(rng, seeds, ["m0"], 8, 2)
+    )  # <2 machine: 8 seeds
+    shown = sample_prompt_instructions(rng, seeds, ["m0", "m1", "m2"], 8, 2)
+    assert len(shown) == 8 and len(set(shown)) == 8
+    assert sum(s.startswith("m") for s in shown) == 2
+
+
+def test_generate_end_to_end_is_consistent(tmp_path):
+    cfg = make_cfg(tmp_path)
+    backend = ScriptedBackend()
+    summary = run(cfg, backend=backend)
+    d = summary.run_dir
+    accepted = lines(d / "machine_instructions.jsonl")
+    assert len(accepted) == 12  # stops exactly at the target
+    # Every prompt shows 8 instructions; once 2 machine instructions exist, 2 of them are machine-made.
+    boot = [r for r in backend.calls if r.prompt.startswith("The numbered list")]
+    assert all(r.prompt.rstrip().endswith("\n9.") for r in boot)
+    assert boot[0].temperature == 0.7 and boot[0].top_p == 0.5 and boot[0].presence_penalty == 2.0
+    # Novelty holds over seeds + accepted, in order.
+    index = NoveltyIndex()
+    for t in json.loads("[" + ",".join(Path(SEEDS).read_text().strip().splitlines()) + "]"):
+        index.add(t["instruction"])
+    for r in accepted:
+        assert index.best(r["instruction"]).score <= 0.7
+        index.add(r["instruction"])
+        assert len(r["most_similar"]) == 10
+    classes = {r["id"]: r["is_classification"] for r in lines(d / "classifications.jsonl")}
+    assert set(classes) == {r["id"] for r in accepted}
+    assert any(classes.values()) and not all(classes.values())
+    inst = {r["id"]: r for r in lines(d / "instances.jsonl")}
+    for rid, rec in inst.items():
+        assert rec["method"] == ("output_first" if classes[rid] else "input_first")
+        assert 1 <= len(rec["instances"]) <= 5
+    rows = lines(d / "dataset.jsonl")
+    texts = {r["instruction"] for r in accepted}
+    assert rows and all(
+        r["instruction"] in texts and set(r) == {"instruction", "input", "output"} for r in rows
+    )
+    tasks = lines(d / "tasks.jsonl")
+    assert sum(len(t["instances"]) for t in tasks) == len(rows)
+    m = json.loads((d / "manifest.json").read_text())
+    c = m["counts"]
+    assert c["machine_instructions"] == len(accepted)
+    assert c["dataset_rows"] == len(rows) and c["dataset_tasks"] == len(tasks)
+    assert c["rejected"] == len(lines(d / "rejected.jsonl"))
+    assert sum(sum(v.values()) for v in c["rejected_by_stage"].values()) == c["rejected"]
+    assert m["requests"]["bootstrap"]["requests"] >= c["bootstrap_requests"] > 0
+    assert m["config"]["bootstrap"]["top_p"] == 0.5 and m["random_seed"] == 42
+    assert set(m["templates_sha256"]) >= {"bootstrap", "classify"}
+    assert m["packages"]["openai"]
+
+
+def test_rerunning_finished_stages_changes_nothing(tmp_path):
+    cfg = make_cfg(tmp_path)
+    run(cfg, backend=ScriptedBackend())
+    before = {p.name: p.read_bytes() for p in (tmp_path / "r").glob("*.jsonl")}
+    backend = ScriptedBackend()
+    run(cfg, backend=backend)
+    assert backend.calls == []
+    after = {p.name: p.read_bytes() for p in (tmp_path / "r").glob("*.jsonl")}
+    assert after == before
+
+
+def test_raising_the_target_continues_the_run(tmp_path):
+    run(make_cfg(tmp_path, target=5), ("bootstrap",), backend=ScriptedBackend())
+    first = lines(tmp_path / "r" / "machine_instructions.jsonl")
+    run(make_cfg(tmp_path, target=12), backend=ScriptedBackend())
+    accepted = lines(tmp_path / "r" / "machine_instructions.jsonl")
+    assert accepted[:5] == first
+    assert [r["id"] for r in accepted] == [f"machine_{i}" for i in range(12)]
+    assert len({r["instruction"] for r in accepted}) == 12
+
+
+@pytest.mark.parametrize("api", ["completions", "chat"])
+def test_same_output_whatever_the_concurrency_and_arrival_order(tmp_path, api):
+    a = make_cfg(tmp_path, run_name="a", **{"llm.concurrency": "1"})
+    b = make_cfg(tmp_path, run_name="b", **{"llm.concurrency": "16"})
+    run(a, backend=ScriptedBackend(api))
+    run(b, backend=ScriptedBackend(api, jitter=0.01))
+    for name in ("machine_instructions.jsonl", "classifications.jsonl", "instances.jsonl", "dataset.jsonl"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+
+
+def test_half_applied_request_is_redone_not_duplicated(tmp_path):
+    cfg = make_cfg(tmp_path, target=6)
+    run(cfg, ("bootstrap",), backend=ScriptedBackend())
+    d = tmp_path / "r"
+    reference = (d / "machine_instructions.jsonl").read_bytes()
+    # Simulate a crash after the last request's records were written but before its commit line.
+    log = lines(d / "bootstrap_requests.jsonl")
+    (d / "bootstrap_requests.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log[:-1]))
+    run(cfg, ("bootstrap",), backend=ScriptedBackend())
+    assert (d / "machine_instructions.jsonl").read_bytes() == reference
+    assert len(lines(d / "bootstrap_requests.jsonl")) == len(log)
+
+
+class FlakyClassifier(ScriptedBackend):
+    async def complete(self, request: Request) -> Response:
+        if request.prompt.rstrip().endswith("Classification:") and len(self.calls) % 2:
+            self.calls.append(request)
+            return Response(text="", finish_reason="error", error="simulated failure")
+        return await super().complete(request)
+
+
+def test_failed_requests_are_recorded_and_retried_by_a_rerun(tmp_path):
+    cfg = make_cfg(tmp_path, target=8)
+    summary = run(cfg, backend=FlakyClassifier())
+    d = summary.run_dir
+    failures = lines(d / "failures.jsonl")
+    assert failures and all(f["stage"] == "classify" and f["error"] == "simulated failure" for f in failures)
+    assert summary.manifest["counts"]["failures"] == len(failures)
+    assert len(lines(d / "classifications.jsonl")) == 8 - len(failures)
+    assert any("no instances yet" in n for n in summary.notes)
+    run(cfg, backend=ScriptedBackend())
+    assert len(lines(d / "classifications.jsonl")) == 8
+
+
+def test_rejections_carry_reasons(tmp_path):
+    class Junk(ScriptedBackend):
+        async def complete(self, request):
+            if request.prompt.startswith("The numbered list"):
+                self.calls.append(request)
+                text = " Draw a picture of a cat.\n10. Hi.\n11. Write a program to add numbers.\n12. " + (
+                    "Explain the history of the river orbit ledger violin harvest quartz."
+                )
+                return Response(text=text, finish_reason="stop")
+            return await super().complete(request)
+
+    cfg = make_cfg(tmp_path, target=3, **{"bootstrap.max_requests": "4"})
+    summary = run(cfg, backend=Junk())
+    reasons = summary.manifest["counts"]["rejected_by_stage"]["bootstrap"]
+    assert reasons["keyword:draw"] == 4 and reasons["too_short"] == 4 and reasons["write_a_program"] == 4
+    assert reasons["too_similar"] == 3  # the same new instruction, after its first acceptance
+    assert any("bootstrap stopped after 4 requests" in n for n in summary.notes)
+    similar = [r for r in lines(summary.run_dir / "rejected.jsonl") if r["reason"] == "too_similar"]
+    assert similar[0]["most_similar"]["score"] == 1.0

@@ -1,0 +1,219 @@
+import re
+
+import pytest
+
+from self_instruct.prompts import (
+    parse_classification,
+    parse_input_first,
+    parse_instructions,
+    parse_output_first,
+    render_bootstrap,
+    render_classify,
+    render_input_first,
+    render_output_first,
+    template,
+    template_hashes,
+)
+from self_instruct.tasks import Instance
+
+
+def parse(text, *, continuation=True, finish="stop", first=9, max_items=7):
+    return parse_instructions(
+        text, first_number=first, finish_reason=finish, continuation=continuation, max_items=max_items
+    )
+
+
+def test_render_bootstrap_numbers_items_and_ends_with_next_number():
+    prompt = render_bootstrap(["Say hi.", "Count to  three\nslowly."])
+    lines = prompt.splitlines()
+    assert lines[0] == template("bootstrap").strip()
+    assert lines[1:] == ["1. Say hi.", "2. Count to three slowly.", "3."]
+
+
+def test_continuation_list_is_split_into_items():
+    text = (
+        " Plan a picnic for six people.\n10. Explain why the sky looks blue.\n11. Name three prime numbers."
+    )
+    assert parse(text).items == [
+        "Plan a picnic for six people.",
+        "Explain why the sky looks blue.",
+        "Name three prime numbers.",
+    ]
+
+
+def test_ragged_numbering_and_separators_are_accepted():
+    text = (
+        " First task here please.\n12) Second task here please.\n10 . Third task here please.\n3: Fourth one."
+    )
+    assert parse(text).items == [
+        "First task here please.",
+        "Second task here please.",
+        "Third task here please.",
+        "Fourth one.",
+    ]
+
+
+def test_wrapped_item_lines_are_joined():
+    text = " Write a short story about\na lighthouse keeper.\n10. Another task to do."
+    assert parse(text).items == ["Write a short story about a lighthouse keeper.", "Another task to do."]
+
+
+def test_trailing_junk_after_blank_line_is_ignored():
+    text = " Task one is this.\n10. Task two is this.\n\nI hope these tasks help you!"
+    assert parse(text, continuation=False).items == ["Task two is this."]  # chat: unnumbered preamble skipped
+    assert parse(text).items == ["Task one is this.", "Task two is this."]
+
+
+def test_truncated_last_item_is_set_apart():
+    text = " Complete task one.\n10. Complete task two.\n11. Incomplete ta"
+    parsed = parse(text, finish="length")
+    assert parsed.items == ["Complete task one.", "Complete task two."]
+    assert parsed.truncated == "Incomplete ta"
+
+
+def test_items_beyond_max_are_cut():
+    text = " a1 b c.\n" + "\n".join(f"{n}. item {n} x y." for n in range(10, 20))
+    assert len(parse(text, max_items=7).items) == 7
+
+
+def test_chat_answer_with_preamble_markdown_and_closing_remark():
+    text = (
+        "Sure! Here are some more tasks:\n\n"
+        "9. **Summarize the plot of a novel.**\n\n"
+        "10. Task: translate a greeting into German.\n"
+        "- 11. Rank four fruits by sweetness.\n"
+        "* Suggest a name for a cat.\n\n"
+        "Let me know if you need more!"
+    )
+    assert parse(text, continuation=False).items == [
+        "Summarize the plot of a novel.",
+        "Translate a greeting into German.",
+        "Rank four fruits by sweetness.",
+        "Suggest a name for a cat.",
+    ]
+
+
+def test_first_letter_is_upper_cased_without_lowercasing_the_rest():
+    assert parse(" convert 5 km to miles with NASA data.").items == ["Convert 5 km to miles with NASA data."]
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        (" Yes", True),
+        ("Yes.", True),
+        (" yes, it is", True),
+        (" No", False),
+        ("no", False),
+        (" Maybe", None),
+        ("", None),
+    ],
+)
+def test_classification_answers(answer, expected):
+    assert parse_classification(answer) is expected
+
+
+def test_classify_prompt_ends_with_target():
+    p = render_classify("Label the tweet as happy or sad.")
+    assert p.startswith(template("classify"))
+    assert p.endswith("Task: Label the tweet as happy or sad.\nClassification:")
+
+
+def test_input_first_continuation_with_and_without_input():
+    text = "Input: 2 + 2\nOutput: 4\nExample 2\nOutput: A fact with no input.\nExample 3\nInput: x\nOutput: y"
+    parsed = parse_input_first(text, finish_reason="stop", continuation=True)
+    assert parsed.instances == [
+        Instance("2 + 2", "4"),
+        Instance("", "A fact with no input."),
+        Instance("x", "y"),
+    ]
+
+
+def test_input_first_multiline_fields_and_truncation():
+    text = "Input: line one\nline two\nOutput: out one\nout two\nExample 2\nInput: cut\nOutput: cut sho"
+    parsed = parse_input_first(text, finish_reason="length", continuation=True)
+    assert parsed.instances == [Instance("line one\nline two", "out one\nout two")]
+    assert parsed.truncated.startswith("Input: cut")
+
+
+def test_input_first_chat_answer_repeating_the_task_and_using_bold_labels():
+    text = (
+        "Task: Add two numbers.\n"
+        "**Example 1**\n**Input:** 3 and 4\n**Output:** 7\n\n"
+        "Example 2:\nInput: 10 and 5\nOutput: 15\n"
+        "Task: Something else entirely."
+    )
+    parsed = parse_input_first(text, finish_reason="stop", continuation=False)
+    assert parsed.instances == [Instance("3 and 4", "7"), Instance("10 and 5", "15")]
+
+
+def test_input_first_chunk_without_output_is_unparsable():
+    parsed = parse_input_first(
+        "Input: only input\nExample 2\nOutput: ok", finish_reason="stop", continuation=True
+    )
+    assert parsed.instances == [Instance("", "ok")]
+    assert parsed.unparsable == ["Input: only input"]
+
+
+def test_output_first_pairs():
+    text = " Positive\nInput: I love it.\nClass label: Negative\nInput: I hate it.\nClass label: Neutral"
+    parsed = parse_output_first(text, finish_reason="stop", continuation=True)
+    assert parsed.instances == [Instance("I love it.", "Positive"), Instance("I hate it.", "Negative")]
+    assert parsed.unparsable == ["Neutral"]
+
+
+def test_output_first_chat_answer():
+    text = (
+        "Task: Is it spam?\nClass label: Spam\nInput: WIN A PRIZE now\nline 2\n\n"
+        "Class label: Not spam\nInput: See you at 5."
+    )
+    parsed = parse_output_first(text, finish_reason="stop", continuation=False)
+    assert parsed.instances == [
+        Instance("WIN A PRIZE now\nline 2", "Spam"),
+        Instance("See you at 5.", "Not spam"),
+    ]
+
+
+def _demo_blocks(name):
+    body = template(name).split("\n\n", 1)[1]
+    return [b for b in body.split("\n\n") if b.strip()]
+
+
+def test_classify_template_has_about_thirty_demos_with_both_answers():
+    answers = [b.splitlines()[-1] for b in _demo_blocks("classify")]
+    assert 28 <= len(answers) <= 34
+    assert set(answers) == {"Classification: Yes", "Classification: No"}
+    assert 10 <= answers.count("Classification: Yes") <= 14
+
+
+def test_input_first_template_demos_parse_with_our_parser():
+    blocks = _demo_blocks("instances_input_first")
+    assert 9 <= len(blocks) <= 13
+    for block in blocks:
+        task, rest = block.split("\n", 1)
+        assert task.startswith("Task: ") and rest.startswith("Example 1\n")
+        parsed = parse_input_first(rest.split("\n", 1)[1], finish_reason="stop", continuation=True)
+        assert parsed.instances and not parsed.unparsable
+        assert len(parsed.instances) == len(re.findall(r"^Example \d+$", rest, re.M))
+
+
+def test_output_first_template_demos_parse_with_our_parser():
+    blocks = _demo_blocks("instances_output_first")
+    assert 14 <= len(blocks) <= 18
+    for block in blocks:
+        rest = block.split("\n", 1)[1]
+        assert rest.startswith("Class label:")
+        parsed = parse_output_first(rest[len("Class label:") :], finish_reason="stop", continuation=True)
+        assert len(parsed.instances) >= 2 and not parsed.unparsable
+        assert len({i.output for i in parsed.instances}) >= 2  # several labels per task
+
+
+def test_instance_prompts_end_where_the_model_continues():
+    assert render_input_first("Do X.").endswith("\n\nTask: Do X.\nExample 1\n")
+    assert render_output_first("Tag Y.").endswith("\n\nTask: Tag Y.\nClass label:")
+
+
+def test_template_hashes_cover_every_template():
+    hashes = template_hashes()
+    assert set(hashes) == {"bootstrap", "classify", "instances_input_first", "instances_output_first"}
+    assert len(set(hashes.values())) == 4
