@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
 RUN ?= demo
-TARGET ?= 30
+TARGET ?= 50
 ARGS ?=
 
 .PHONY: generate test test-all lint format clean-venv

@@ -27,6 +27,8 @@ class LLMConfig:
     concurrency: int = 8
     timeout: float = 120.0
     max_retries: int = 5
+    retry_initial: float = 1.0  # first backoff in seconds (doubles, with jitter) when no Retry-After
+    retry_max: float = 30.0  # longest single wait, Retry-After included
     n_ctx: int = 4096  # local context window
 
 

@@ -47,7 +47,11 @@ async def _run(
     if backend is None and MODEL_STAGES & set(stages):
         backend = create_backend(cfg.llm, cfg.seed)
     engine = (
-        Engine(backend, concurrency=cfg.llm.concurrency, retry=RetryPolicy(max_retries=cfg.llm.max_retries))
+        Engine(
+            backend,
+            concurrency=cfg.llm.concurrency,
+            retry=RetryPolicy(cfg.llm.max_retries, cfg.llm.retry_initial, cfg.llm.retry_max),
+        )
         if backend
         else None
     )

@@ -9,12 +9,58 @@ ROOT = Path(__file__).parent.parent
 SEEDS = ROOT / "seeds" / "seed_tasks.jsonl"
 
 
-def cli(*args: str, cwd: Path, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run the installed console script (or the module) in ``cwd``; no OPENAI_* from the outer shell."""
+def cli_command() -> list[str]:
     script = Path(sys.executable).parent / "self-instruct"
-    cmd = [str(script)] if script.exists() else [sys.executable, "-m", "self_instruct"]
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
-    full_env.update(env or {})
+    return [str(script)] if script.exists() else [sys.executable, "-m", "self_instruct"]
+
+
+def cli_env(extra: dict | None = None) -> dict:
+    """The outer environment without OPENAI_* settings, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+    env.update(extra or {})
+    return env
+
+
+def cli(*args: str, cwd: Path, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run the installed console script (or the module) in ``cwd``, the way a user would."""
     return subprocess.run(
-        cmd + list(args), cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout, check=False
+        cli_command() + list(args),
+        cwd=cwd,
+        env=cli_env(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
+
+
+def check_run_dir(run_dir: Path) -> dict:
+    """Assert a finished run directory is consistent with itself; returns its manifest."""
+    import json
+
+    from self_instruct.store import read_jsonl
+
+    def rows(name):
+        return read_jsonl(run_dir / name)
+
+    accepted = rows("machine_instructions.jsonl")
+    by_text = {r["instruction"]: r["id"] for r in accepted}
+    dataset = rows("dataset.jsonl")
+    tasks = rows("tasks.jsonl")
+    kept = {r["id"]: r["instances"] for r in rows("instances.jsonl")}
+    assert all(r["instruction"] in by_text for r in dataset), "dataset row from no accepted instruction"
+    for t in tasks:
+        assert by_text[t["instruction"]] == t["id"]
+        assert t["instances"] == kept[t["id"]]
+    assert len(dataset) == sum(len(t["instances"]) for t in tasks)
+    m = json.loads((run_dir / "manifest.json").read_text())
+    c = m["counts"]
+    assert c["machine_instructions"] == len(accepted)
+    assert c["bootstrap_requests"] == len(rows("bootstrap_requests.jsonl"))
+    assert c["classified"] == len(rows("classifications.jsonl"))
+    assert c["instance_records"] == len(kept)
+    assert c["instances_kept"] == sum(len(v) for v in kept.values())
+    assert c["dataset_rows"] == len(dataset) and c["dataset_tasks"] == len(tasks)
+    assert c["rejected"] == len(rows("rejected.jsonl"))
+    assert c["failures"] == len(rows("failures.jsonl"))
+    return m

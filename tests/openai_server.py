@@ -151,8 +151,9 @@ class _HTTPServer(ThreadingHTTPServer):
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Swallow clients hanging up (expected in fault tests); keep anything else for inspection."""
         exc = sys.exc_info()[1]
-        if exc is not None and not isinstance(exc, OSError):
-            self.fake.errors.append(exc)
+        if exc is None or isinstance(exc, OSError) or any(exc is seen for seen in self.fake.errors):
+            return
+        self.fake.errors.append(exc)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -248,9 +249,9 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             fault = fake._take_fault(kind, body) or Fault()
         except Exception as exc:
-            fake.errors.append(exc)
+            fake.errors.append(exc)  # before replying, so a test sees it as soon as the 500 arrives
             self._send_json(500, error_body(500, f"fault rule raised {exc!r}"))
-            return
+            raise  # also close the connection; handle_error won't record it twice
 
         wait = fake.latency + fault.delay
         if fault.delay > 0:
@@ -275,14 +276,12 @@ class _Handler(BaseHTTPRequestHandler):
             status, payload = 200, MALFORMED_BODY
         else:
             try:
-                response = fake._build_response(kind, body, fault)
+                payload = _encode(fake._build_response(kind, body, fault))
             except Exception as exc:
-                fake.errors.append(exc)
-                response = error_body(500, f"responder raised {exc!r}")
-                status = 500
-            else:
-                status = 200
-            payload = _encode(response)
+                fake.errors.append(exc)  # before replying, so a test sees it as soon as the 500 arrives
+                self._send_json(500, error_body(500, f"responder raised {exc!r}"))
+                raise  # also close the connection; handle_error won't record it twice
+            status = 200
 
         if fault.truncate:
             fake._count("fault:truncate")

@@ -1,9 +1,12 @@
 """`self-instruct generate` with the openai backend against a real HTTP server on 127.0.0.1."""
 
 import json
+import signal
+import subprocess
+import time
 
 import pytest
-from helpers import SEEDS, cli
+from helpers import SEEDS, check_run_dir, cli, cli_command, cli_env
 from openai_server import FakeOpenAIServer, Fault
 from scripted import answer
 
@@ -33,6 +36,7 @@ def test_generate_over_http(tmp_path, api):
         first = next(r for r in server.requests if r["kind"] == api)["body"]
         assert first["model"] == "test-model"
     run_dir = tmp_path / "outputs" / "http"
+    check_run_dir(run_dir)
     assert len(read_jsonl(run_dir / "machine_instructions.jsonl")) == 10
     rows = read_jsonl(run_dir / "dataset.jsonl")
     assert rows
@@ -53,6 +57,7 @@ def test_transient_faults_are_retried_and_counted(tmp_path):
             "generate",
             *("--base-url", server.base_url, "--api", "completions", "--seed-file", str(SEEDS)),
             *("--target", "4", "--run-name", "f", "--no-progress", "--concurrency", "1"),
+            *("--llm-retry-initial", "0.01"),
             cwd=tmp_path,
         )
     assert proc.returncode == 0, proc.stderr
@@ -72,3 +77,33 @@ def test_bad_key_stops_at_once_with_a_clear_message(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("self-instruct: error: OPENAI_API_KEY")
     assert "wrong" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(tmp_path):
+    with FakeOpenAIServer(responder, latency=0.05) as server:
+        args = [
+            *("generate", "--base-url", server.base_url, "--api", "completions", "--seed-file", str(SEEDS)),
+            *("--target", "40", "--no-progress", "--concurrency", "1"),
+        ]
+        assert cli(*args, "--run-name", "whole", cwd=tmp_path).returncode == 0
+        proc = subprocess.Popen(
+            [*cli_command(), *args, "--run-name", "cut"],
+            cwd=tmp_path,
+            env=cli_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        log = tmp_path / "outputs" / "cut" / "bootstrap_requests.jsonl"
+        deadline = time.time() + 60
+        while time.time() < deadline and not (log.exists() and log.read_text().count("\n") >= 2):
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130, err
+        assert "run the same command again to resume" in err and "Traceback" not in err
+        assert cli(*args, "--run-name", "cut", cwd=tmp_path).returncode == 0
+    whole, cut = tmp_path / "outputs" / "whole", tmp_path / "outputs" / "cut"
+    check_run_dir(cut)
+    for name in ("machine_instructions.jsonl", "rejected.jsonl", "instances.jsonl", "dataset.jsonl"):
+        assert (cut / name).read_bytes() == (whole / name).read_bytes(), name

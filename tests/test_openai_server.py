@@ -241,7 +241,7 @@ def test_malformed_body_is_not_a_completion(server: FakeOpenAIServer, client: op
     server.add_faults(Fault(malformed=True))
     try:
         result: object = complete(client)
-    except Exception:
+    except (ValueError, openai.OpenAIError):  # JSONDecodeError today; any parse failure is acceptable
         result = None
     assert not isinstance(result, Completion)
 
@@ -252,6 +252,17 @@ def test_empty_choices_and_finish_reason(server: FakeOpenAIServer, client: opena
     result = complete(client)
     assert result.choices[0].text == DEFAULT_TEXT
     assert result.choices[0].finish_reason == "length"
+
+
+def test_responder_error_becomes_500_and_is_kept() -> None:
+    def responder(kind: str, body: dict) -> str:
+        raise KeyError("boom")
+
+    with FakeOpenAIServer(responder) as server, make_client(server) as client:
+        with pytest.raises(openai.InternalServerError) as info:
+            complete(client)
+        assert "boom" in info.value.message
+        assert [type(e) for e in server.errors] == [KeyError]
 
 
 def test_api_key_mismatch() -> None:

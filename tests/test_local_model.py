@@ -1,0 +1,38 @@
+"""The real embedded model (SmolLM2-135M-Instruct in llama.cpp), end to end. Slow: run with -m slow."""
+
+import pytest
+from helpers import SEEDS, check_run_dir, cli
+
+pytestmark = pytest.mark.slow
+
+
+def test_generate_with_the_embedded_model(tmp_path):
+    proc = cli(
+        "generate",
+        *("--seed-file", str(SEEDS), "--target", "4", "--run-name", "local", "--no-progress"),
+        cwd=tmp_path,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr
+    m = check_run_dir(tmp_path / "outputs" / "local")
+    assert m["backend"]["name"] == "local"
+    assert m["backend"]["model"] == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert m["backend"]["api"] == "completions"
+    assert m["counts"]["machine_instructions"] == 4
+    assert m["counts"]["classified"] == 4 and m["counts"]["instance_records"] == 4
+    assert m["requests"]["bootstrap"]["completion_tokens"] > 0
+    assert m["sessions"][-1]["status"] == "finished"
+
+
+def test_chat_api_with_the_embedded_model(tmp_path):
+    proc = cli(
+        "bootstrap",
+        *("--seed-file", str(SEEDS), "--target", "2", "--run-name", "chat", "--api", "chat", "--no-progress"),
+        *("--bootstrap-max-requests", "6"),
+        cwd=tmp_path,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr
+    m = check_run_dir(tmp_path / "outputs" / "chat")
+    assert m["backend"]["api"] == "chat"
+    assert m["counts"]["bootstrap_requests"] >= 1
