@@ -37,7 +37,6 @@ def run(cfg: Config, stages: tuple[str, ...] = STAGES, *, backend: Backend | Non
     """Run the given stages on ``cfg.run_dir``; ``backend`` replaces the configured one (tests, embedding)."""
     seeds = load_tasks(cfg.seed_file)
     files = RunFiles(cfg.run_dir)
-    files.root.mkdir(parents=True, exist_ok=True)
     return asyncio.run(_run(cfg, stages, seeds, files, backend))
 
 
@@ -46,6 +45,15 @@ async def _run(
 ) -> RunSummary:
     if backend is None and MODEL_STAGES & set(stages):
         backend = create_backend(cfg.llm, cfg.seed)
+    # Check the endpoint before touching the run directory: a typo in --base-url leaves no trace.
+    check = getattr(backend, "check", None)
+    if check:
+        try:
+            await check()
+        except FatalError as e:
+            await backend.close()
+            raise UserError(str(e)) from None
+    files.root.mkdir(parents=True, exist_ok=True)
     engine = (
         Engine(
             backend,
@@ -79,9 +87,6 @@ async def _run(
         )
 
     try:
-        check = getattr(backend, "check", None)
-        if check:
-            await check()
         for stage in stages:
             t0 = time.perf_counter()
             if stage == "bootstrap":

@@ -85,3 +85,10 @@ def test_errors_do_not_damage_earlier_output(tmp_path):
     proc = cli("generate", "--run-name", "keep", "--seed-file", "missing.jsonl", cwd=tmp_path)
     assert proc.returncode == 2
     assert (run_dir / "machine_instructions.jsonl").read_bytes() == before
+
+
+def test_unreachable_endpoint_leaves_no_run_directory(tmp_path):
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    proc = cli("generate", "--base-url", url, "--seed-file", str(SEEDS), "--run-name", "x", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert not (tmp_path / "outputs" / "x").exists()

@@ -47,3 +47,10 @@ def test_bad_cli_value_names_the_setting():
 
 def test_every_setting_has_a_default():
     assert all(default is not None for _, default in settings().values())
+
+
+def test_example_config_loads():
+    from pathlib import Path
+
+    cfg = load_config(Path(__file__).parent.parent / "examples" / "config.toml")
+    assert cfg.run_name == "example" and cfg.target == 200
