@@ -45,6 +45,8 @@ class BootstrapConfig:
     frequency_penalty: float = 0.0
     max_tokens: int = 1024
     similarity_threshold: float = 0.7
+    tokenizer: str = "rouge"  # rouge (reference: [a-z0-9] only) | unicode (any script; CJK per character)
+    record_similar: int = 10  # each accepted instruction records this many most similar pool entries
     keep_truncated: bool = True  # keep the complete items of a response cut off by max_tokens
 
 
@@ -207,6 +209,10 @@ def validate(cfg: Config) -> None:
         bad("bootstrap.requests_per_round", "must be at least 1")
     if not 0.0 <= b.similarity_threshold <= 1.0:
         bad("bootstrap.similarity_threshold", "must be between 0 and 1")
+    if b.tokenizer not in ("rouge", "unicode"):
+        bad("bootstrap.tokenizer", "must be rouge or unicode")
+    if b.record_similar < 0:
+        bad("bootstrap.record_similar", "must be 0 or more")
     if cfg.instances.max_instances < 1:
         bad("instances.max_instances", "must be at least 1")
     if not cfg.run_name or "/" in cfg.run_name or cfg.run_name in (".", ".."):

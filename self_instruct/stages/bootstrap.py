@@ -85,7 +85,7 @@ async def run_bootstrap(ctx: StageContext, seed_tasks: list[Task]) -> BootstrapR
     assert ctx.engine is not None
     seeds = [t.instruction for t in seed_tasks]
     accepted, applied = _recover(ctx)
-    index = NoveltyIndex(b.similarity_threshold)
+    index = NoveltyIndex(b.similarity_threshold, b.tokenizer)
     for text in seeds:
         index.add(text)
     for r in accepted:
@@ -176,19 +176,20 @@ def _apply(ctx: StageContext, i: int, req: Request, resp, index: NoveltyIndex, n
         if reason:
             rejected.append({"stage": STAGE, "request": i, "reason": reason, "instruction": text})
             continue
-        top = index.top_k(text, 10)
-        similar = [{"instruction": m.text, "score": round(m.score, 6)} for m in top]
-        if top and top[0].score > b.similarity_threshold:
+        keep, blocker = index.is_novel(text)
+        if not keep:
             rejected.append(
                 {
                     "stage": STAGE,
                     "request": i,
                     "reason": "too_similar",
                     "instruction": text,
-                    "most_similar": similar[0],
+                    "most_similar": {"instruction": blocker.text, "score": blocker.score},
                 }
             )
             continue
+        top = index.top_k(text, b.record_similar)
+        similar = [{"instruction": m.text, "score": m.score} for m in top]
         index.add(text)
         accepted.append(
             {
