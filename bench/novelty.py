@@ -139,7 +139,8 @@ def main() -> None:
         r = bench_pool(size, ref_n, ours_n)
         print(
             f"{r['pool']:>8} {r['build_s']:>8.2f} {r['mem_mib']:>9.0f} {r['ref_cps']:>17.2f} "
-            f"{r['ours_cps']:>12.0f} {r['ours_cps'] / r['ref_cps']:>7.0f}x {r['topk_cps']:>14.0f} {r['checked']:>8}"
+            f"{r['ours_cps']:>12.0f} {r['ours_cps'] / r['ref_cps']:>7.0f}x "
+            f"{r['topk_cps']:>14.0f} {r['checked']:>8}"
         )
     secs, tried = grow(args.grow, with_records=False)
     print(f"growth from the seeds to {args.grow} accepted ({tried} candidates): {secs:.1f} s")
