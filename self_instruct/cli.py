@@ -32,6 +32,7 @@ ALIASES = {
     "llm.base_url": "--base-url",
     "llm.api": "--api",
     "llm.concurrency": "--concurrency",
+    "llm.cache": "--cache",
 }
 
 SETTING_HELP = {
@@ -47,6 +48,12 @@ SETTING_HELP = {
     "llm.base_url": "OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 (or OPENAI_BASE_URL)",
     "llm.api": "auto | completions | chat",
     "llm.concurrency": "requests in flight at once (the local backend serves one)",
+    "llm.cache": "replay identical requests from the SQLite response cache (--no-cache: always ask)",
+    "llm.cache_dir": "directory of the response cache; empty: the run directory (set one to share it)",
+    "llm.rpm": "requests-per-minute limit (0: none)",
+    "llm.tpm": "tokens-per-minute limit (0: none)",
+    "bootstrap.requests_per_round": "bootstrap prompts per pool snapshot; fixed, so output is the same "
+    "at any concurrency; raise it to keep a large fleet busy",
 }
 
 
@@ -77,7 +84,16 @@ def build_parser() -> argparse.ArgumentParser:
             flags = [_flag(name)] + ([ALIASES[name]] if name in ALIASES else [])
             help_text = f"{SETTING_HELP.get(name, '')} (default: {default!r})".strip()
             typ = _type_name(typ)
-            if typ is bool:
+            if typing.get_origin(typ) is list:
+                group.add_argument(
+                    *flags,
+                    dest=name,
+                    action="append",
+                    metavar="STR",
+                    default=argparse.SUPPRESS,
+                    help=help_text + "; repeat for several",
+                )
+            elif typ is bool:
                 group.add_argument(
                     *flags,
                     dest=name,

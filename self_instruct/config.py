@@ -22,7 +22,8 @@ class LLMConfig:
     backend: str = "auto"  # auto: openai when a base URL or OPENAI_API_KEY is set, else local
     model: str = ""  # model name for openai (default gpt-4o-mini); ignored by local
     model_path: str = ""  # GGUF for local; empty: the embedded SmolLM2-135M-Instruct
-    base_url: str = ""  # OpenAI-compatible endpoint; empty: OPENAI_BASE_URL or api.openai.com
+    # OpenAI-compatible endpoints (several: requests spread over them); empty: OPENAI_BASE_URL or OpenAI
+    base_url: list[str] = field(default_factory=list)
     api: str = "auto"  # completions | chat | auto (local: completions, openai: chat)
     concurrency: int = 8
     timeout: float = 120.0
@@ -30,6 +31,14 @@ class LLMConfig:
     retry_initial: float = 1.0  # first backoff in seconds (doubles, with jitter) when no Retry-After
     retry_max: float = 30.0  # longest single wait, Retry-After included
     n_ctx: int = 4096  # local context window
+    cache: bool = True  # replay identical requests from the response cache
+    cache_dir: str = ""  # where cache.sqlite lives; empty: the run directory (set one to share it)
+    rpm: float = 0.0  # requests per minute limit; 0: none
+    tpm: float = 0.0  # tokens per minute limit (prompt estimate + max_tokens); 0: none
+    # Price in USD per million tokens for the cost estimate; negative: look the model up in the
+    # built-in table (self_instruct/llm/prices.py), unknown models cost nothing.
+    price_prompt: float = -1.0
+    price_completion: float = -1.0
 
 
 @dataclass
@@ -37,7 +46,7 @@ class BootstrapConfig:
     num_prompt_instructions: int = 8
     num_machine_instructions: int = 2  # of the 8, once the pool has that many machine instructions
     max_new_per_request: int = 7  # stop at item 16: 8 shown + 7 new
-    requests_per_round: int = 8  # prompts built from the same pool snapshot, applied in order
+    requests_per_round: int = 16  # prompts built from the same pool snapshot, applied in order
     max_requests: int = 0  # give up after this many requests; 0: 20 x target + 50
     temperature: float = 0.7
     top_p: float = 0.5
@@ -104,13 +113,19 @@ def settings() -> dict[str, tuple[type, object]]:
             sub = SECTIONS[f.name]
             sub_hints = typing.get_type_hints(sub)
             for g in dataclasses.fields(sub):
-                out[f"{f.name}.{g.name}"] = (sub_hints[g.name], g.default)
+                default = g.default_factory() if g.default is dataclasses.MISSING else g.default
+                out[f"{f.name}.{g.name}"] = (sub_hints[g.name], default)
         else:
             out[f.name] = (hints[f.name], f.default)
     return out
 
 
 def _coerce(name: str, typ: type, value, where: str):
+    if typing.get_origin(typ) is list:
+        items = [value] if isinstance(value, str) else value
+        if isinstance(items, list) and all(isinstance(v, str) for v in items):
+            return list(items)
+        raise UserError(f"{where}: setting '{name}' must be a string or a list of strings, got {value!r}")
     if isinstance(typ, types.UnionType):
         typ = next(t for t in typing.get_args(typ) if t is not type(None))
     if typ is bool:

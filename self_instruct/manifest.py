@@ -105,7 +105,7 @@ def write_manifest(
         for stage, c in s.get("requests", {}).items():
             totals.setdefault(stage, Counter()).update(c)
     config = cfg.to_dict()
-    config["llm"]["base_url"] = redact_url(config["llm"]["base_url"])
+    config["llm"]["base_url"] = [redact_url(u) for u in config["llm"]["base_url"]]
     manifest = {
         "tool": "self-instruct",
         "run_name": cfg.run_name,

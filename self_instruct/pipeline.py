@@ -12,7 +12,9 @@ from .config import Config
 from .errors import UserError
 from .llm import create_backend, describe
 from .llm.base import Backend, FatalError
+from .llm.cache import ResponseCache
 from .llm.engine import Engine, RetryPolicy
+from .llm.prices import price_for
 from .manifest import write_manifest
 from .stages.bootstrap import run_bootstrap
 from .stages.classify import run_classify
@@ -54,15 +56,20 @@ async def _run(
             await backend.close()
             raise UserError(str(e)) from None
     files.root.mkdir(parents=True, exist_ok=True)
-    engine = (
-        Engine(
+    engine = None
+    if backend:
+        cache_dir = Path(cfg.llm.cache_dir) if cfg.llm.cache_dir else files.root
+        engine = Engine(
             backend,
             concurrency=cfg.llm.concurrency,
             retry=RetryPolicy(cfg.llm.max_retries, cfg.llm.retry_initial, cfg.llm.retry_max),
+            cache=ResponseCache(cache_dir / "cache.sqlite") if cfg.llm.cache else None,
+            rpm=cfg.llm.rpm,
+            tpm=cfg.llm.tpm,
+            price=None
+            if backend.name == "local"
+            else price_for(backend.model, cfg.llm.price_prompt, cfg.llm.price_completion),
         )
-        if backend
-        else None
-    )
     ctx = StageContext(cfg, engine, files)
     started = time.time()
     session = {
@@ -119,4 +126,6 @@ async def _run(
         manifest = save()
         if backend:
             await backend.close()
+        if engine and engine.cache:
+            engine.cache.close()
     return RunSummary(files.root, manifest, notes)

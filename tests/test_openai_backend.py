@@ -46,7 +46,7 @@ def test_generate_over_http(tmp_path, api):
     assert manifest["counts"]["dataset_rows"] == len(rows)
     assert manifest["requests"]["bootstrap"]["prompt_tokens"] > 0
     for path in run_dir.iterdir():
-        assert "sk-test-secret" not in path.read_text(), path
+        assert b"sk-test-secret" not in path.read_bytes(), path
     assert "run directory:" in proc.stdout
 
 

@@ -29,16 +29,16 @@ def create_backend(llm: LLMConfig, seed: int = 0) -> Backend:
         return LocalBackend(llm.model_path or None, api=api, n_ctx=llm.n_ctx, seed=seed)  # type: ignore[arg-type]
     from .openai_backend import OpenAIBackend
 
-    base_url = llm.base_url or os.environ.get("OPENAI_BASE_URL") or None
+    base_urls = llm.base_url or ([os.environ["OPENAI_BASE_URL"]] if os.environ.get("OPENAI_BASE_URL") else [])
     api_key = os.environ.get("OPENAI_API_KEY")
-    if not base_url and not api_key:
+    if not base_urls and not api_key:
         raise UserError(
             "OPENAI_API_KEY is not set (needed for the OpenAI API; or set llm.base_url / --base-url)"
         )
     api = "chat" if llm.api == "auto" else llm.api
     return OpenAIBackend(
         llm.model or DEFAULT_OPENAI_MODEL,
-        base_url=base_url,
+        base_urls=base_urls or None,
         api_key=api_key,
         api=api,  # type: ignore[arg-type]
         timeout=llm.timeout,
@@ -51,8 +51,9 @@ def describe(backend: Backend) -> dict:
     from ..manifest import redact_url
 
     info = {"name": backend.name, "model": backend.model, "api": backend.api}
-    if getattr(backend, "base_url", None):
-        info["base_url"] = redact_url(backend.base_url)
+    endpoints = getattr(backend, "endpoint_stats", None)
+    if endpoints:
+        info["endpoints"] = [{**e, "url": redact_url(e["url"])} for e in endpoints()]
     if getattr(backend, "model_path", None):
         info["model_path"] = backend.model_path
     return info

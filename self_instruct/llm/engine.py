@@ -1,11 +1,14 @@
 """The request engine: every stage sends its requests through here.
 
-- bounded concurrency (the smaller of the configured limit and what the backend can serve);
+- a response cache (SQLite) in front of the model: a cached answer costs no request;
+- bounded concurrency (the smaller of the configured limit and what the backend can serve), and
+  optional requests-per-minute and tokens-per-minute limits (leaky buckets);
 - retries with tenacity for TransientError (exponential backoff with jitter, or the server's
   Retry-After when it gives one), a bounded number of times;
 - a request that still fails comes back as a Response with ``error`` set: the caller records it;
 - a FatalError (bad key, unknown model) stops the whole batch at once;
-- counts per stage: requests, retries, failures, tokens.
+- counts per stage: requests, cache hits, retries, failures, tokens, estimated cost, and the time
+  the stage spent waiting for the model.
 """
 
 from __future__ import annotations
@@ -16,9 +19,11 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from aiolimiter import AsyncLimiter
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
 from .base import Backend, FatalError, Request, Response, TransientError
+from .cache import ResponseCache, cache_key
 
 
 @dataclass
@@ -28,11 +33,38 @@ class RetryPolicy:
     backoff_max: float = 30.0
 
 
+@dataclass(frozen=True)
+class Price:
+    """US dollars per million tokens."""
+
+    prompt: float
+    completion: float
+
+
+def _estimate_tokens(request: Request) -> int:
+    # About four characters a token for English; the completion may use all of max_tokens.
+    return len(request.prompt) // 4 + request.max_tokens
+
+
 class Engine:
-    def __init__(self, backend: Backend, *, concurrency: int = 8, retry: RetryPolicy | None = None) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        concurrency: int = 8,
+        retry: RetryPolicy | None = None,
+        cache: ResponseCache | None = None,
+        rpm: float = 0,
+        tpm: float = 0,
+        price: Price | None = None,
+    ) -> None:
         self.backend = backend
         self.concurrency = max(1, min(concurrency, backend.max_concurrency))
         self.retry = retry or RetryPolicy()
+        self.cache = cache
+        self.price = price
+        self._rpm = AsyncLimiter(rpm, 60) if rpm > 0 else None
+        self._tpm = AsyncLimiter(tpm, 60) if tpm > 0 else None
         self.stats: dict[str, Counter] = {}
         self._backoff = wait_exponential_jitter(
             initial=self.retry.backoff_initial, max=self.retry.backoff_max
@@ -45,35 +77,62 @@ class Engine:
             return min(max(retry_after, 0.0), self.retry.backoff_max)
         return self._backoff(state)
 
-    async def _one(self, request: Request, stats: Counter, sem: asyncio.Semaphore) -> Response:
+    async def _send(self, request: Request, stats: Counter) -> Response:
+        """One request to the model, with rate limits and retries."""
         attempts = 0
-        async with sem:
-            start = time.perf_counter()
-            try:
-                async for attempt in AsyncRetrying(
-                    stop=stop_after_attempt(self.retry.max_retries + 1),
-                    wait=self._wait,
-                    retry=retry_if_exception_type(TransientError),
-                    reraise=True,
-                ):
-                    with attempt:
-                        attempts += 1
-                        if attempts > 1:
-                            stats["retries"] += 1
+        try:
+            async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(self.retry.max_retries + 1),
+                wait=self._wait,
+                retry=retry_if_exception_type(TransientError),
+                reraise=True,
+            ):
+                with attempt:
+                    if self._rpm:
+                        await self._rpm.acquire()
+                    if self._tpm:
+                        await self._tpm.acquire(min(_estimate_tokens(request), self._tpm.max_rate))
+                    attempts += 1
+                    if attempts > 1:
+                        stats["retries"] += 1
+                    stats["sent"] += 1
+                    try:
                         response = await self.backend.complete(request)
-            except TransientError as e:
-                stats["failures"] += 1
-                response = Response(text="", finish_reason="error", error=f"{e} (after {attempts} attempts)")
-            except FatalError:
-                raise
-            except Exception as e:  # a bug or a local model error: this request fails, the run goes on
-                stats["failures"] += 1
-                response = Response(text="", finish_reason="error", error=f"{e.__class__.__name__}: {e}")
-            stats["seconds_in_requests"] += time.perf_counter() - start
+                    except TransientError as e:
+                        stats[f"error:{str(e).split(':')[0][:40]}"] += 1
+                        raise
+        except TransientError as e:
+            stats["failures"] += 1
+            response = Response(text="", finish_reason="error", error=f"{e} (after {attempts} attempts)")
+        except FatalError:
+            raise
+        except Exception as e:  # a local model error or a bug: this request fails, the run goes on
+            stats["failures"] += 1
+            response = Response(text="", finish_reason="error", error=f"{e.__class__.__name__}: {e}")
         response.attempts = attempts
+        return response
+
+    async def _one(self, request: Request, stats: Counter, sem: asyncio.Semaphore) -> Response:
+        key = None
+        if self.cache is not None:
+            key = cache_key(self.backend.name, self.backend.model, self.backend.api, request)
+            cached = self.cache.get(key)
+            if cached is not None:
+                stats["cache_hits"] += 1
+                stats["requests"] += 1
+                return cached
+        async with sem:
+            response = await self._send(request, stats)
+        if key is not None and response.ok:
+            self.cache.put(key, response)
         stats["requests"] += 1
         stats["prompt_tokens"] += response.prompt_tokens
         stats["completion_tokens"] += response.completion_tokens
+        if self.price:
+            stats["cost_usd"] += (
+                response.prompt_tokens * self.price.prompt
+                + response.completion_tokens * self.price.completion
+            ) / 1e6
         if response.finish_reason == "length":
             stats["finish_length"] += 1
         return response
@@ -95,10 +154,19 @@ class Engine:
             if on_result:
                 on_result(i, results[i])
 
+        start = time.perf_counter()
         try:
             async with asyncio.TaskGroup() as tg:
                 for i, req in enumerate(requests):
                     tg.create_task(go(i, req))
         except* FatalError as group:
             raise group.exceptions[0] from None
+        finally:
+            stats["seconds_waiting"] += time.perf_counter() - start
         return results  # type: ignore[return-value]
+
+    def totals(self) -> Counter:
+        total: Counter = Counter()
+        for c in self.stats.values():
+            total.update(c)
+        return total

@@ -6,6 +6,9 @@ Errors are sorted into TransientError (retry) and FatalError (stop the run).
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
+
 import openai
 
 from .base import Api, FatalError, Request, Response, TransientError
@@ -19,44 +22,104 @@ def _retry_after(err: openai.APIStatusError) -> float | None:
         return None
 
 
+@dataclass
+class Endpoint:
+    """One server of a fleet, with what the backend needs to spread load and rest it when it fails."""
+
+    client: openai.AsyncOpenAI
+    url: str
+    in_flight: int = 0
+    consecutive_failures: int = 0
+    rested_until: float = 0.0
+    requests: int = 0
+    failures: int = 0
+
+
 class OpenAIBackend:
+    """One model behind one or more OpenAI-compatible endpoints.
+
+    Each request goes to the endpoint with the fewest requests in flight. An endpoint that fails
+    ``rest_after`` times in a row is rested for ``rest_seconds`` (the engine's retry then lands on
+    another one) and tried again afterwards, so one run can drive a fleet where servers come and go.
+    """
+
     name = "openai"
 
     def __init__(
         self,
         model: str,
         *,
-        base_url: str | None = None,
+        base_urls: list[str] | None = None,
         api_key: str | None = None,
         api: Api = "chat",
         timeout: float = 120.0,
         max_concurrency: int = 64,
+        rest_after: int = 3,
+        rest_seconds: float = 30.0,
     ) -> None:
         self.model = model
         self.api = api
         self.max_concurrency = max_concurrency
-        # A local server needs no key, but the SDK insists on one.
-        self._client = openai.AsyncOpenAI(
-            base_url=base_url, api_key=api_key or "not-needed", max_retries=0, timeout=timeout
-        )
-        self.base_url = str(self._client.base_url)
+        self.rest_after = rest_after
+        self.rest_seconds = rest_seconds
+        self.endpoints = []
+        for url in base_urls or [None]:
+            # A local server needs no key, but the SDK insists on one.
+            client = openai.AsyncOpenAI(
+                base_url=url, api_key=api_key or "not-needed", max_retries=0, timeout=timeout
+            )
+            self.endpoints.append(Endpoint(client, str(client.base_url)))
+        self.base_url = ", ".join(e.url for e in self.endpoints)
 
     async def check(self) -> None:
-        """Fail fast, with a clear message, when the endpoint cannot be reached or refuses the key."""
-        try:
-            await self._client.models.list()
-        except (openai.APIConnectionError, openai.APITimeoutError) as e:
-            raise FatalError(
-                f"llm.base_url: cannot reach {self.base_url} ({e.__class__.__name__}: {e})"
-            ) from None
-        except openai.AuthenticationError as e:
-            raise FatalError(
-                f"OPENAI_API_KEY: the server at {self.base_url} refused the key ({e.status_code})"
-            ) from None
-        except openai.APIStatusError:
-            pass  # some compatible servers have no /models; generation requests will tell
+        """Fail fast, with a clear message, when no endpoint can be reached or the key is refused.
+
+        Endpoints that cannot be reached while others can are rested, not fatal."""
+        unreachable = []
+        for ep in self.endpoints:
+            try:
+                await ep.client.models.list()
+            except (openai.APIConnectionError, openai.APITimeoutError) as e:
+                unreachable.append(f"{ep.url} ({e.__class__.__name__}: {e})")
+                ep.rested_until = time.monotonic() + self.rest_seconds
+            except openai.AuthenticationError as e:
+                raise FatalError(
+                    f"OPENAI_API_KEY: the server at {ep.url} refused the key ({e.status_code})"
+                ) from None
+            except openai.APIStatusError:
+                pass  # some compatible servers have no /models; generation requests will tell
+        if len(unreachable) == len(self.endpoints):
+            raise FatalError(f"llm.base_url: cannot reach {'; '.join(unreachable)}")
+
+    def _pick(self) -> Endpoint:
+        now = time.monotonic()
+        live = [e for e in self.endpoints if e.rested_until <= now]
+        if not live:  # everything is resting: use the one that comes back first
+            return min(self.endpoints, key=lambda e: e.rested_until)
+        return min(live, key=lambda e: e.in_flight)
 
     async def complete(self, request: Request) -> Response:
+        ep = self._pick()
+        ep.in_flight += 1
+        ep.requests += 1
+        try:
+            response = await self._call(ep.client, request)
+        except TransientError:
+            ep.failures += 1
+            ep.consecutive_failures += 1
+            if ep.consecutive_failures >= self.rest_after and len(self.endpoints) > 1:
+                ep.rested_until = time.monotonic() + self.rest_seconds
+                ep.consecutive_failures = 0
+            raise
+        finally:
+            ep.in_flight -= 1
+        ep.consecutive_failures = 0
+        return response
+
+    def endpoint_stats(self) -> list[dict]:
+        return [{"url": e.url, "requests": e.requests, "failures": e.failures} for e in self.endpoints]
+
+    async def _call(self, client: openai.AsyncOpenAI, request: Request) -> Response:
         kwargs = dict(
             model=self.model,
             max_tokens=request.max_tokens,
@@ -71,11 +134,11 @@ class OpenAIBackend:
             kwargs["seed"] = request.seed
         try:
             if self.api == "chat":
-                out = await self._client.chat.completions.create(
+                out = await client.chat.completions.create(
                     messages=[{"role": "user", "content": request.prompt}], **kwargs
                 )
             else:
-                out = await self._client.completions.create(prompt=request.prompt, **kwargs)
+                out = await client.completions.create(prompt=request.prompt, **kwargs)
         except openai.RateLimitError as e:
             raise TransientError(f"429 rate limited: {e.message}", retry_after=_retry_after(e)) from None
         except openai.InternalServerError as e:
@@ -114,4 +177,5 @@ class OpenAIBackend:
         )
 
     async def close(self) -> None:
-        await self._client.close()
+        for ep in self.endpoints:
+            await ep.client.close()

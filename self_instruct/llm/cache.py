@@ -1,0 +1,63 @@
+"""SQLite response cache: re-running a finished or interrupted run replays answers without the model.
+
+The key is a hash of everything that determines an answer: backend, model, API mode, the full prompt,
+the sampling parameters and the request's seed (which tells apart several samples of one prompt).
+The endpoint's URL and the API key are not part of it, so a cache can be shared between endpoints
+serving the same model, and it never holds a secret. Only successful responses are stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from pathlib import Path
+
+from .base import Request, Response
+
+
+def cache_key(backend: str, model: str, api: str, request: Request) -> str:
+    payload = {"backend": backend, "model": model, "api": api, "prompt": request.prompt, **request.sampling()}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+class ResponseCache:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Autocommit with WAL: each put is durable on its own and readers never block writers, so
+        # several runs (a batch) can share one cache file.
+        self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+
+    def get(self, key: str) -> Response | None:
+        row = self._db.execute("SELECT value FROM responses WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        d = json.loads(row[0])
+        return Response(
+            text=d["text"],
+            finish_reason=d["finish_reason"],
+            prompt_tokens=d.get("prompt_tokens", 0),
+            completion_tokens=d.get("completion_tokens", 0),
+        )
+
+    def put(self, key: str, response: Response) -> None:
+        value = {
+            "text": response.text,
+            "finish_reason": response.finish_reason,
+            "prompt_tokens": response.prompt_tokens,
+            "completion_tokens": response.completion_tokens,
+        }
+        self._db.execute(
+            "INSERT OR REPLACE INTO responses (key, value) VALUES (?, ?)",
+            (key, json.dumps(value, ensure_ascii=False)),
+        )
+
+    def __len__(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+
+    def close(self) -> None:
+        self._db.close()
