@@ -128,6 +128,6 @@ def write_manifest(
 
 def _rounded(stats: dict[str, Counter]) -> dict[str, dict]:
     return {
-        stage: {k: round(v, 3) if isinstance(v, float) else v for k, v in sorted(c.items())}
+        stage: {k: round(v, 6) if isinstance(v, float) else v for k, v in sorted(c.items())}
         for stage, c in sorted(stats.items())
     }

@@ -46,6 +46,13 @@ def _estimate_tokens(request: Request) -> int:
     return len(request.prompt) // 4 + request.max_tokens
 
 
+def _per_minute(rate: float) -> AsyncLimiter | None:
+    """A leaky bucket for ``rate`` per minute whose burst is one second's worth (at least 1)."""
+    if rate <= 0:
+        return None
+    return AsyncLimiter(rate / 60, 1.0) if rate >= 60 else AsyncLimiter(1, 60 / rate)
+
+
 class Engine:
     def __init__(
         self,
@@ -63,8 +70,8 @@ class Engine:
         self.retry = retry or RetryPolicy()
         self.cache = cache
         self.price = price
-        self._rpm = AsyncLimiter(rpm, 60) if rpm > 0 else None
-        self._tpm = AsyncLimiter(tpm, 60) if tpm > 0 else None
+        self._rpm = _per_minute(rpm)
+        self._tpm = _per_minute(tpm)
         self.stats: dict[str, Counter] = {}
         self._backoff = wait_exponential_jitter(
             initial=self.retry.backoff_initial, max=self.retry.backoff_max

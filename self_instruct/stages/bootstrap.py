@@ -24,7 +24,7 @@ from ..novelty import NoveltyIndex
 from ..prompts import parse_instructions, render_bootstrap
 from ..store import write_jsonl_atomic
 from ..tasks import Task
-from .common import StageContext, drop_uncommitted, failure_record, progress
+from .common import StageContext, drop_uncommitted, failure_record, live_stats, progress
 
 STAGE = "bootstrap"
 
@@ -141,7 +141,7 @@ async def run_bootstrap(ctx: StageContext, seed_tasks: list[Task]) -> BootstrapR
                 n_rejected += len(new_rej)
                 next_req = i + 1
                 bar.update(min(len(new_acc), cfg.target - bar.n))
-                bar.set_postfix(rejected=n_rejected, requests=next_req)
+                bar.set_postfix(live_stats(ctx.engine, STAGE, rejected=n_rejected, requests=next_req))
     finally:
         bar.close()
     return BootstrapResult(len(machine), n_rejected, next_req, stopped)

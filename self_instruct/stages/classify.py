@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ..llm.base import Request
 from ..prompts import parse_classification, render_classify
-from .common import StageContext, chunks, failure_record, progress
+from .common import StageContext, chunks, failure_record, live_stats, progress
 
 STAGE = "classify"
 
@@ -33,10 +33,15 @@ async def run_classify(ctx: StageContext) -> int:
     todo = [r for r in f.instructions.read() if r["id"] not in done]
     bar = progress(ctx.cfg, total=len(done) + len(todo), initial=len(done), desc=STAGE, unit="instr")
     n = 0
+
+    def tick(bar) -> None:
+        bar.update()
+        bar.set_postfix(live_stats(ctx.engine, STAGE), refresh=False)
+
     try:
         for batch in chunks(todo, max(16, 4 * ctx.engine.concurrency)):
             requests = [build_request(ctx, r["instruction"]) for r in batch]
-            responses = await ctx.engine.run(requests, stage=STAGE, on_result=lambda i, r: bar.update())
+            responses = await ctx.engine.run(requests, stage=STAGE, on_result=lambda i, r: tick(bar))
             records, failures = [], []
             for rec, req, resp in zip(batch, requests, responses, strict=True):
                 if not resp.ok:

@@ -44,6 +44,19 @@ def progress(cfg: Config, **kwargs) -> tqdm:
     return tqdm(disable=not cfg.progress, file=sys.stderr, dynamic_ncols=True, **kwargs)
 
 
+def live_stats(engine: Engine | None, stage: str, **extra) -> dict:
+    """What the progress bar shows next to the count: tokens, retries, failures, cache hits, cost."""
+    s = engine.stats.get(stage, {}) if engine else {}
+    out = dict(extra)
+    out["tok"] = s.get("prompt_tokens", 0) + s.get("completion_tokens", 0)
+    for key, label in (("retries", "retry"), ("failures", "fail"), ("cache_hits", "cached")):
+        if s.get(key):
+            out[label] = s[key]
+    if s.get("cost_usd"):
+        out["usd"] = f"{s['cost_usd']:.4f}"
+    return out
+
+
 def chunks(items: list, size: int):
     for i in range(0, len(items), size):
         yield items[i : i + size]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from ..filters import filter_instances
 from ..llm.base import Request
 from ..prompts import parse_input_first, parse_output_first, render_input_first, render_output_first
-from .common import StageContext, chunks, drop_uncommitted, failure_record, progress
+from .common import StageContext, chunks, drop_uncommitted, failure_record, live_stats, progress
 
 STAGE = "instances"
 
@@ -48,10 +48,15 @@ async def run_instances(ctx: StageContext) -> int:
     bar = progress(ctx.cfg, total=len(done) + len(todo), initial=len(done), desc=STAGE, unit="task")
     continuation = ctx.api_is_completions
     n = 0
+
+    def tick(bar) -> None:
+        bar.update()
+        bar.set_postfix(live_stats(ctx.engine, STAGE), refresh=False)
+
     try:
         for batch in chunks(todo, max(16, 4 * ctx.engine.concurrency)):
             requests = [build_request(ctx, r["instruction"], r["is_classification"]) for r in batch]
-            responses = await ctx.engine.run(requests, stage=STAGE, on_result=lambda i, r: bar.update())
+            responses = await ctx.engine.run(requests, stage=STAGE, on_result=lambda i, r: tick(bar))
             records, rejected, failures = [], [], []
             for rec, req, resp in zip(batch, requests, responses, strict=True):
                 if not resp.ok:

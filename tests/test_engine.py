@@ -1,0 +1,202 @@
+"""The request engine over real HTTP: faults, kills, determinism, scale-out, cache replay."""
+
+import json
+import random
+import signal
+import subprocess
+import time
+
+from helpers import SEEDS, check_run_dir, cli, cli_command, cli_env
+from openai_server import FakeOpenAIServer, Fault
+from scripted import answer
+
+DATA_FILES = (
+    "machine_instructions.jsonl",
+    "bootstrap_requests.jsonl",
+    "classifications.jsonl",
+    "instances.jsonl",
+    "rejected.jsonl",
+    "tasks.jsonl",
+    "dataset.jsonl",
+)
+
+
+def responder(kind: str, body: dict) -> str:
+    if kind == "chat":
+        return answer(body["messages"][-1]["content"], chat=True)
+    return answer(body["prompt"])
+
+
+def generate_args(server, run_name: str, *extra: str) -> list[str]:
+    return [
+        *("generate", "--base-url", server.base_url, "--api", "completions", "--seed-file", str(SEEDS)),
+        *("--run-name", run_name, "--no-progress", "--llm-retry-initial", "0.01", "--llm-retry-max", "0.05"),
+        *extra,
+    ]
+
+
+def same_files(a, b) -> None:
+    for name in DATA_FILES:
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+def manifest(tmp_path, run):
+    return json.loads((tmp_path / "outputs" / run / "manifest.json").read_text())
+
+
+def test_every_fault_is_retried_counted_and_nothing_is_lost(tmp_path):
+    faults = [
+        Fault(status=429, retry_after=0.01),
+        Fault(status=500),
+        Fault(status=503),
+        Fault(drop=True),
+        Fault(delay=1.5),
+        Fault(malformed=True),
+        Fault(empty_choices=True),
+        Fault(truncate=True),
+    ]
+    with FakeOpenAIServer(responder) as server:
+        assert (
+            cli(*generate_args(server, "clean", "--target", "12", "--no-cache"), cwd=tmp_path).returncode == 0
+        )
+        server.add_faults(*faults)
+        proc = cli(
+            *generate_args(server, "faulty", "--target", "12", "--no-cache"),
+            *("--concurrency", "1", "--llm-timeout", "0.5", "--llm-max-retries", "10"),
+            cwd=tmp_path,
+        )
+        assert proc.returncode == 0, proc.stderr
+    m = check_run_dir(tmp_path / "outputs" / "faulty")
+    boot = m["requests"]["bootstrap"]
+    assert boot["retries"] == len(faults)
+    assert m["counts"]["failures"] == 0
+    errors = {k.removeprefix("error:"): v for k, v in boot.items() if k.startswith("error:")}
+    assert errors["429 rate limited"] == 1
+    assert errors["500 server error"] == 1 and errors["503 server error"] == 1
+    assert errors["timeout"] == 1 and errors["malformed response"] == 2  # bad JSON, empty choices
+    assert errors["connection error"] == 2  # dropped and truncated
+    same_files(tmp_path / "outputs" / "clean", tmp_path / "outputs" / "faulty")
+
+
+def test_length_cut_responses_keep_their_complete_items(tmp_path):
+    with FakeOpenAIServer(responder) as server:
+        server.set_fault_rule(lambda n, body: Fault(finish_reason="length") if "prompt" in body else None)
+        proc = cli(*generate_args(server, "cut", "--target", "6", "--no-cache"), cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+    m = check_run_dir(tmp_path / "outputs" / "cut")
+    assert m["requests"]["bootstrap"]["finish_length"] >= 1
+    assert m["counts"]["rejected_by_stage"]["bootstrap"]["truncated"] >= 1
+    assert m["counts"]["machine_instructions"] == 6
+
+
+def test_request_that_keeps_failing_is_recorded_not_dropped(tmp_path):
+    with FakeOpenAIServer(responder) as server:
+        # Every classification request fails: they end in failures.jsonl; bootstrap is unaffected.
+        server.set_fault_rule(
+            lambda n, body: Fault(status=500) if body["prompt"].endswith("Classification:") else None
+        )
+        proc = cli(*generate_args(server, "fail", "--target", "5", "--llm-max-retries", "2"), cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        assert "5 accepted instructions have no instances yet" in proc.stdout
+        server.set_fault_rule(None)
+        assert cli(*generate_args(server, "fail", "--target", "5"), cwd=tmp_path).returncode == 0
+    m = check_run_dir(tmp_path / "outputs" / "fail")
+    assert m["counts"]["failures_by_stage"] == {"classify": 5}
+    assert m["counts"]["classified"] == 5 and m["counts"]["instance_records"] == 5
+
+
+def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_result(tmp_path):
+    rng = random.Random(3)
+    with FakeOpenAIServer(responder, latency=0.02) as server:
+        args = generate_args(server, "whole", "--target", "40", "--concurrency", "4")
+        assert cli(*args, cwd=tmp_path).returncode == 0
+        args = generate_args(server, "killed", "--target", "40", "--concurrency", "4")
+        kills = 0
+        for _ in range(8):
+            proc = subprocess.Popen(
+                [*cli_command(), *args],
+                cwd=tmp_path,
+                env=cli_env(),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            time.sleep(rng.uniform(0.4, 2.5))
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                kills += 1
+            proc.wait()
+        assert kills >= 5
+        final = cli(*args, cwd=tmp_path)
+        assert final.returncode == 0, final.stderr
+    check_run_dir(tmp_path / "outputs" / "killed")
+    same_files(tmp_path / "outputs" / "whole", tmp_path / "outputs" / "killed")
+
+
+def test_concurrency_and_random_latency_do_not_change_the_output(tmp_path):
+    rng = random.Random(5)
+    with FakeOpenAIServer(responder) as server:
+        server.set_fault_rule(lambda n, body: Fault(delay=rng.uniform(0, 0.03)))
+        for run, conc in (("c1", "1"), ("c16", "16")):
+            proc = cli(*generate_args(server, run, "--target", "30", "--concurrency", conc), cwd=tmp_path)
+            assert proc.returncode == 0, proc.stderr
+    same_files(tmp_path / "outputs" / "c1", tmp_path / "outputs" / "c16")
+
+
+def test_scale_out_survives_an_endpoint_that_starts_failing(tmp_path):
+    with FakeOpenAIServer(responder) as good, FakeOpenAIServer(responder) as bad:
+        bad.set_fault_rule(lambda n, body: Fault(status=503) if n >= 5 else None)
+        proc = cli(
+            *generate_args(good, "fleet", "--target", "30", "--concurrency", "8"),
+            *("--base-url", bad.base_url),
+            cwd=tmp_path,
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert bad.counts["fault:503"] >= 1
+        assert good.counts["completions"] > bad.counts["completions"]
+        good_url, bad_url = good.base_url + "/", bad.base_url + "/"
+    m = check_run_dir(tmp_path / "outputs" / "fleet")
+    assert m["counts"]["failures"] == 0
+    endpoints = {e["url"]: e for e in m["backend"]["endpoints"]}
+    assert endpoints[bad_url]["failures"] >= 1
+    assert endpoints[good_url]["failures"] == 0
+
+
+def test_rerun_replays_from_the_cache_without_calling_the_model(tmp_path):
+    with FakeOpenAIServer(responder) as server:
+        assert cli(*generate_args(server, "cached", "--target", "10"), cwd=tmp_path).returncode == 0
+        first = {n: (tmp_path / "outputs" / "cached" / n).read_bytes() for n in DATA_FILES}
+        sent = server.counts["completions"]
+        for name in DATA_FILES:
+            (tmp_path / "outputs" / "cached" / name).unlink()
+        assert cli(*generate_args(server, "cached", "--target", "10"), cwd=tmp_path).returncode == 0
+        assert server.counts["completions"] == sent  # all answers came from the cache
+        assert {n: (tmp_path / "outputs" / "cached" / n).read_bytes() for n in DATA_FILES} == first
+        m = manifest(tmp_path, "cached")
+        assert m["sessions"][-1]["requests"]["bootstrap"]["cache_hits"] >= 1
+        # --no-cache asks the model again.
+        for name in DATA_FILES:
+            (tmp_path / "outputs" / "cached" / name).unlink()
+        assert (
+            cli(*generate_args(server, "cached", "--target", "10", "--no-cache"), cwd=tmp_path).returncode
+            == 0
+        )
+        assert server.counts["completions"] > sent
+
+
+def test_rate_limit_and_cost_accounting(tmp_path):
+    with FakeOpenAIServer(responder) as server:
+        start = time.monotonic()
+        proc = cli(
+            *generate_args(server, "priced", "--target", "12", "--model", "gpt-4o-mini"),
+            *("--llm-rpm", "600"),  # 10 per second
+            cwd=tmp_path,
+        )
+        assert proc.returncode == 0, proc.stderr
+        elapsed = time.monotonic() - start
+    m = manifest(tmp_path, "priced")
+    sent = sum(s.get("sent", 0) for s in m["requests"].values())
+    assert sent >= 25
+    assert elapsed >= (sent - 10) / 10  # the limiter allows a burst of 10, then 10 per second
+    boot = m["requests"]["bootstrap"]
+    expected = (boot["prompt_tokens"] * 0.15 + boot["completion_tokens"] * 0.60) / 1e6
+    assert abs(boot["cost_usd"] - expected) < 1e-6
