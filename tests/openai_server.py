@@ -146,6 +146,7 @@ class _HTTPServer(ThreadingHTTPServer):
     """ThreadingHTTPServer that knows its FakeOpenAIServer and keeps client disconnects off stderr."""
 
     daemon_threads = True
+    request_queue_size = 1024  # the default listen backlog (5) refuses bursts of concurrent clients
     fake: FakeOpenAIServer
 
     def handle_error(self, request: Any, client_address: Any) -> None:

@@ -114,34 +114,39 @@ async def run_bootstrap(ctx: StageContext, seed_tasks: list[Task]) -> BootstrapR
             slots = list(range(next_req, end))
             requests = [build_request(ctx, i, seeds, snapshot) for i in slots]
             responses = await ctx.engine.run(requests, stage=STAGE)
+            # Apply in request order; write the whole batch at once: records first, then the log
+            # lines that commit them (a crash in between leaves records that _recover discards).
+            new_acc, new_rej, failed, log = [], [], [], []
             for i, req, resp in zip(slots, requests, responses, strict=True):
                 if len(machine) >= cfg.target:
                     break
-                new_acc, new_rej = _apply(ctx, i, req, resp, index, len(machine))
-                f.instructions.append(new_acc)
-                f.rejected.append(new_rej)
+                acc, rej = _apply(ctx, i, req, resp, index, len(machine))
                 if not resp.ok:
-                    f.failures.append([failure_record(STAGE, i, req, resp)])
-                f.bootstrap_log.append(
-                    [
-                        {
-                            "request": i,
-                            "finish_reason": resp.finish_reason,
-                            "accepted": len(new_acc),
-                            "rejected": len(new_rej),
-                            "prompt_tokens": resp.prompt_tokens,
-                            "completion_tokens": resp.completion_tokens,
-                            "error": resp.error,
-                            "text": resp.text,
-                        }
-                    ]
+                    failed.append(failure_record(STAGE, i, req, resp))
+                log.append(
+                    {
+                        "request": i,
+                        "finish_reason": resp.finish_reason,
+                        "accepted": len(acc),
+                        "rejected": len(rej),
+                        "prompt_tokens": resp.prompt_tokens,
+                        "completion_tokens": resp.completion_tokens,
+                        "error": resp.error,
+                        "text": resp.text,
+                    }
                 )
-                accepted.extend(new_acc)
-                machine.extend(r["instruction"] for r in new_acc)
-                n_rejected += len(new_rej)
+                new_acc += acc
+                new_rej += rej
+                machine.extend(r["instruction"] for r in acc)
                 next_req = i + 1
-                bar.update(min(len(new_acc), cfg.target - bar.n))
-                bar.set_postfix(live_stats(ctx.engine, STAGE, rejected=n_rejected, requests=next_req))
+            f.instructions.append(new_acc)
+            f.rejected.append(new_rej)
+            f.failures.append(failed)
+            f.bootstrap_log.append(log)
+            accepted.extend(new_acc)
+            n_rejected += len(new_rej)
+            bar.update(min(len(new_acc), cfg.target - bar.n))
+            bar.set_postfix(live_stats(ctx.engine, STAGE, rejected=n_rejected, requests=next_req))
     finally:
         bar.close()
     return BootstrapResult(len(machine), n_rejected, next_req, stopped)
