@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ..llm.base import Request
 from ..prompts import parse_classification, render_classify
-from .common import StageContext, chunks, failure_record, live_stats, progress
+from .common import StageContext, answered
 
 STAGE = "classify"
 
@@ -28,36 +28,22 @@ def build_request(ctx: StageContext, instruction: str) -> Request:
 async def run_classify(ctx: StageContext) -> int:
     """Classify every accepted instruction that has no classification yet; returns how many were done."""
     f = ctx.files
-    assert ctx.engine is not None
     done = {r["id"] for r in f.classifications.read()}
     todo = [r for r in f.instructions.read() if r["id"] not in done]
-    bar = progress(ctx.cfg, total=len(done) + len(todo), initial=len(done), desc=STAGE, unit="instr")
     n = 0
 
-    def tick(bar) -> None:
-        bar.update()
-        bar.set_postfix(live_stats(ctx.engine, STAGE), refresh=False)
+    def build(rec: dict) -> Request:
+        return build_request(ctx, rec["instruction"])
 
-    try:
-        for batch in chunks(todo, max(16, 4 * ctx.engine.concurrency)):
-            requests = [build_request(ctx, r["instruction"]) for r in batch]
-            responses = await ctx.engine.run(requests, stage=STAGE, on_result=lambda i, r: tick(bar))
-            records, failures = [], []
-            for rec, req, resp in zip(batch, requests, responses, strict=True):
-                if not resp.ok:
-                    failures.append(failure_record(STAGE, rec["id"], req, resp))
-                    continue
-                verdict = parse_classification(resp.text)
-                records.append(
-                    {
-                        "id": rec["id"],
-                        "instruction": rec["instruction"],
-                        "is_classification": verdict is True,
-                        "answer": resp.text.strip(),
-                    }
-                )
-            f.failures.append(failures)
-            n += f.classifications.append(records)
-    finally:
-        bar.close()
+    async for pairs in answered(ctx, STAGE, todo, build, done=len(done), unit="instr"):
+        records = [
+            {
+                "id": rec["id"],
+                "instruction": rec["instruction"],
+                "is_classification": parse_classification(resp.text) is True,
+                "answer": resp.text.strip(),
+            }
+            for rec, resp in pairs
+        ]
+        n += f.classifications.append(records)
     return n

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from tqdm import tqdm
@@ -57,9 +58,37 @@ def live_stats(engine: Engine | None, stage: str, **extra) -> dict:
     return out
 
 
-def chunks(items: list, size: int):
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
+async def answered(
+    ctx: StageContext, stage: str, todo: list[dict], build: Callable[[dict], Request], *, done: int, unit: str
+) -> AsyncIterator[list[tuple[dict, Response]]]:
+    """Send one request per record of ``todo`` through the engine, in batches that keep it busy.
+
+    After each batch, the failed requests are written to failures.jsonl (the records stay undone, so
+    running the stage again retries them) and the (record, response) pairs that succeeded are
+    yielded, in ``todo`` order, for the stage to write. A progress bar counts them.
+    """
+    assert ctx.engine is not None
+    bar = progress(ctx.cfg, total=done + len(todo), initial=done, desc=stage, unit=unit)
+
+    def tick(i: int, response: Response) -> None:
+        bar.update()
+        bar.set_postfix(live_stats(ctx.engine, stage), refresh=False)
+
+    size = max(16, 4 * ctx.engine.concurrency)
+    try:
+        for start in range(0, len(todo), size):
+            batch = todo[start : start + size]
+            requests = [build(r) for r in batch]
+            responses = await ctx.engine.run(requests, stage=stage, on_result=tick)
+            failed = [
+                failure_record(stage, rec["id"], req, resp)
+                for rec, req, resp in zip(batch, requests, responses, strict=True)
+                if not resp.ok
+            ]
+            ctx.files.failures.append(failed)
+            yield [(rec, resp) for rec, resp in zip(batch, responses, strict=True) if resp.ok]
+    finally:
+        bar.close()
 
 
 def drop_uncommitted(store: JsonlStore, stage: str, key: str, committed: set) -> list[dict]:

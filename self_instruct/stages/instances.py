@@ -11,7 +11,7 @@ from __future__ import annotations
 from ..filters import filter_instances
 from ..llm.base import Request
 from ..prompts import parse_input_first, parse_output_first, render_input_first, render_output_first
-from .common import StageContext, chunks, drop_uncommitted, failure_record, live_stats, progress
+from .common import StageContext, answered, drop_uncommitted
 
 STAGE = "instances"
 
@@ -41,49 +41,37 @@ def _reject(rec: dict, reason: str, **extra) -> dict:
 async def run_instances(ctx: StageContext) -> int:
     """Generate instances for classified instructions that have none yet; returns tasks done."""
     f = ctx.files
-    assert ctx.engine is not None
     done = {r["id"] for r in f.instances.read()}
     drop_uncommitted(f.rejected, STAGE, "id", done)
     todo = [r for r in f.classifications.read() if r["id"] not in done]
-    bar = progress(ctx.cfg, total=len(done) + len(todo), initial=len(done), desc=STAGE, unit="task")
     continuation = ctx.api_is_completions
     n = 0
 
-    def tick(bar) -> None:
-        bar.update()
-        bar.set_postfix(live_stats(ctx.engine, STAGE), refresh=False)
+    def build(rec: dict) -> Request:
+        return build_request(ctx, rec["instruction"], rec["is_classification"])
 
-    try:
-        for batch in chunks(todo, max(16, 4 * ctx.engine.concurrency)):
-            requests = [build_request(ctx, r["instruction"], r["is_classification"]) for r in batch]
-            responses = await ctx.engine.run(requests, stage=STAGE, on_result=lambda i, r: tick(bar))
-            records, rejected, failures = [], [], []
-            for rec, req, resp in zip(batch, requests, responses, strict=True):
-                if not resp.ok:
-                    failures.append(failure_record(STAGE, rec["id"], req, resp))
-                    continue
-                parse = parse_output_first if rec["is_classification"] else parse_input_first
-                parsed = parse(resp.text, finish_reason=resp.finish_reason, continuation=continuation)
-                kept, dropped = filter_instances(parsed.instances, ctx.cfg.instances.max_instances)
-                rejected += [_reject(rec, "unparsable", text=t) for t in parsed.unparsable]
-                if parsed.truncated is not None:
-                    rejected.append(_reject(rec, "truncated", text=parsed.truncated))
-                rejected += [_reject(rec, why, **inst.to_dict()) for inst, why in dropped]
-                records.append(
-                    {
-                        "id": rec["id"],
-                        "instruction": rec["instruction"],
-                        "is_classification": rec["is_classification"],
-                        "method": "output_first" if rec["is_classification"] else "input_first",
-                        "instances": [i.to_dict() for i in kept],
-                        "finish_reason": resp.finish_reason,
-                        "raw": resp.text,
-                    }
-                )
-            # Rejections first, then the records that mark the tasks done (see drop_uncommitted).
-            f.rejected.append(rejected)
-            f.failures.append(failures)
-            n += f.instances.append(records)
-    finally:
-        bar.close()
+    async for pairs in answered(ctx, STAGE, todo, build, done=len(done), unit="task"):
+        records, rejected = [], []
+        for rec, resp in pairs:
+            parse = parse_output_first if rec["is_classification"] else parse_input_first
+            parsed = parse(resp.text, finish_reason=resp.finish_reason, continuation=continuation)
+            kept, dropped = filter_instances(parsed.instances, ctx.cfg.instances.max_instances)
+            rejected += [_reject(rec, "unparsable", text=t) for t in parsed.unparsable]
+            if parsed.truncated is not None:
+                rejected.append(_reject(rec, "truncated", text=parsed.truncated))
+            rejected += [_reject(rec, why, **inst.to_dict()) for inst, why in dropped]
+            records.append(
+                {
+                    "id": rec["id"],
+                    "instruction": rec["instruction"],
+                    "is_classification": rec["is_classification"],
+                    "method": "output_first" if rec["is_classification"] else "input_first",
+                    "instances": [i.to_dict() for i in kept],
+                    "finish_reason": resp.finish_reason,
+                    "raw": resp.text,
+                }
+            )
+        # Rejections first, then the records that mark the tasks done (see drop_uncommitted).
+        f.rejected.append(rejected)
+        n += f.instances.append(records)
     return n
