@@ -67,11 +67,44 @@ def _type_name(typ) -> type:
     return typ
 
 
+def add_export_parser(sub) -> None:
+    from .export import FORMATS
+
+    p = sub.add_parser(
+        "export",
+        help="write run directories as a dataset to train on (jsonl, alpaca, openai-chat, ...) with a card",
+        description="Write the tasks of one or more run directories as a dataset, with a README.md card.",
+    )
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--format", required=True, choices=FORMATS, metavar="{" + ",".join(FORMATS) + "}")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory (data files and README.md)")
+    p.add_argument(
+        "--test-size", type=float, default=0.0, help="share of instructions for a test split (0: none)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="random seed for the split and template choice")
+    p.add_argument("--include-seeds", action="store_true", help="add the seed tasks the runs started from")
+    p.add_argument("--no-dedupe", dest="dedupe", action="store_false", help="keep exact duplicate instances")
+    p.add_argument(
+        "--max-per-instruction", type=int, default=0, help="cap instances per instruction (0: all)"
+    )
+    p.add_argument("--system", default="", help="system message for --format openai-chat")
+    p.add_argument(
+        "--strip-field-label",
+        action="store_true",
+        help="prompt-completion: drop a lone 'Field:' label of inputs",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument(
+        "--push-to-hub", default="", metavar="REPO", help="also push a --format hf export to the Hub"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="self-instruct", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    add_export_parser(sub)
     for command, help_text in STAGE_HELP.items():
         p = sub.add_parser(command, help=help_text, description=help_text)
         p.add_argument("--config", metavar="FILE", help="TOML config file; flags given here override it")
@@ -134,10 +167,27 @@ def _print_summary(summary) -> None:
     print("\n".join(lines))
 
 
+def run_export(args: dict) -> None:
+    from .export import ExportOptions, export
+
+    run_dirs, out, push = args.pop("run_dirs"), args.pop("out"), args.pop("push_to_hub")
+    counts = export(run_dirs, out, ExportOptions(**args), push_to_hub=push)
+    print(
+        f"exported {', '.join(f'{k}: {v}' for k, v in counts.items())} instances -> {out} (card: {out}/README.md)"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = vars(parser.parse_args(argv))
     command = args.pop("command")
+    if command == "export":
+        try:
+            run_export(args)
+        except UserError as e:
+            print(f"self-instruct: error: {e}", file=sys.stderr)
+            return 2
+        return 0
     config_file = args.pop("config")
     try:
         cfg = config_mod.load_config(config_file, args)
