@@ -173,7 +173,8 @@ def run_export(args: dict) -> None:
     run_dirs, out, push = args.pop("run_dirs"), args.pop("out"), args.pop("push_to_hub")
     counts = export(run_dirs, out, ExportOptions(**args), push_to_hub=push)
     print(
-        f"exported {', '.join(f'{k}: {v}' for k, v in counts.items())} instances -> {out} (card: {out}/README.md)"
+        f"exported {', '.join(f'{k}: {v}' for k, v in counts.items())} instances"
+        f" -> {out} (card: {out}/README.md)"
     )
 
 
