@@ -57,6 +57,9 @@ SETTING_HELP = {
 }
 
 
+RESUME_HINT = "Everything accepted so far is saved; run the same command again to resume."
+
+
 def _flag(name: str) -> str:
     return "--" + name.replace(".", "-").replace("_", "-")
 
@@ -105,6 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_export_parser(sub)
+    p = sub.add_parser(
+        "batch",
+        help="run a grid of generation runs from a plan file, then merge them into one dataset",
+        description="Run (or resume) every run of a TOML plan with a shared response cache, then merge.",
+    )
+    p.add_argument("plan", metavar="PLAN.toml")
     for command, help_text in STAGE_HELP.items():
         p = sub.add_parser(command, help=help_text, description=help_text)
         p.add_argument("--config", metavar="FILE", help="TOML config file; flags given here override it")
@@ -182,12 +191,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = vars(parser.parse_args(argv))
     command = args.pop("command")
-    if command == "export":
+    if command in ("export", "batch"):
         try:
-            run_export(args)
+            if command == "export":
+                run_export(args)
+            else:
+                from .batch import format_summary, run_batch
+
+                summary = run_batch(args["plan"], announce=lambda label: print(f"== run {label}", flush=True))
+                print(format_summary(summary))
         except UserError as e:
             print(f"self-instruct: error: {e}", file=sys.stderr)
             return 2
+        except KeyboardInterrupt:
+            print(f"\nself-instruct: interrupted; {RESUME_HINT}", file=sys.stderr)
+            return 130
         return 0
     config_file = args.pop("config")
     try:
@@ -200,11 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"self-instruct: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(
-            "\nself-instruct: interrupted. Everything accepted so far is saved;"
-            " run the same command again to resume.",
-            file=sys.stderr,
-        )
+        print(f"\nself-instruct: interrupted. {RESUME_HINT}", file=sys.stderr)
         return 130
     _print_summary(summary)
     return 0

@@ -167,14 +167,15 @@ def set_value(cfg: Config, name: str, value, where: str) -> None:
     setattr(target, leaf, value)
 
 
-def _flatten(table: dict, prefix: str = "") -> dict[str, object]:
+def flatten(table: dict, prefix: str = "") -> dict[str, object]:
+    """A TOML table as dotted setting names; an unknown section is an error."""
     out = {}
     for k, v in table.items():
         key = f"{prefix}{k}"
         if isinstance(v, dict):
             if key not in SECTIONS:
                 raise UserError(f"unknown section [{key}]")
-            out.update(_flatten(v, key + "."))
+            out.update(flatten(v, key + "."))
         else:
             out[key] = v
     return out
@@ -192,7 +193,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, object] | N
         except tomllib.TOMLDecodeError as e:
             raise UserError(f"{path}: invalid TOML ({e})") from None
         try:
-            flat = _flatten(table)
+            flat = flatten(table)
         except UserError as e:
             raise UserError(f"{path}: {e}") from None
         for name, value in flat.items():

@@ -1,0 +1,92 @@
+"""Batch plans: a grid of runs against the test server, killed and resumed, merged without near-duplicates."""
+
+import itertools
+import json
+import signal
+import subprocess
+import time
+
+from helpers import SEEDS, cli, cli_command, cli_env
+from openai_server import FakeOpenAIServer
+from rouge_score import rouge_scorer
+from test_engine import responder
+
+from self_instruct.store import read_jsonl
+
+
+def write_plan(path, server, name):
+    path.write_text(
+        f"""
+name = "{name}"
+[base]
+target = 12
+seed_file = "{SEEDS}"
+progress = false
+[base.llm]
+base_url = "{server.base_url}"
+api = "completions"
+concurrency = 4
+[matrix]
+seed = [1, 2]
+"bootstrap.temperature" = [0.7, 1.0]
+"""
+    )
+
+
+def test_batch_grid_killed_resumed_and_merged(tmp_path):
+    with FakeOpenAIServer(responder, latency=0.01) as server:
+        write_plan(tmp_path / "whole.toml", server, "whole")
+        proc = cli("batch", "whole.toml", cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        assert "merged:" in proc.stdout
+        write_plan(tmp_path / "cut.toml", server, "cut")
+        p = subprocess.Popen(
+            [*cli_command(), "batch", "cut.toml"],
+            cwd=tmp_path,
+            env=cli_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        runs = tmp_path / "outputs" / "cut" / "runs"
+        deadline = time.time() + 60
+        while time.time() < deadline and len(list(runs.glob("*/dataset.jsonl"))) < 1:
+            time.sleep(0.05)
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        assert not (tmp_path / "outputs" / "cut" / "summary.json").exists()
+        proc = cli("batch", "cut.toml", cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+    whole, cut = tmp_path / "outputs" / "whole", tmp_path / "outputs" / "cut"
+    for name in ("tasks.jsonl", "dataset.jsonl", "rejected.jsonl"):
+        w, c = read_jsonl(whole / "merged" / name), read_jsonl(cut / "merged" / name)
+        assert w == c, name
+    summary = json.loads((cut / "summary.json").read_text())
+    assert len(summary["runs"]) == 4 and all(r["accepted"] == 12 for r in summary["runs"])
+    merged = [t["instruction"] for t in read_jsonl(cut / "merged" / "tasks.jsonl")]
+    # Same seed, other temperature: the scripted model answers the same prompts alike, so the merge
+    # drops the second run of each seed as duplicates of the first.
+    assert summary["merged"]["dropped"] >= 12
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+    worst = max(scorer.score(a, b)["rougeL"].fmeasure for a, b in itertools.combinations(merged, 2))
+    assert worst <= 0.7
+    assert (cut / "cache" / "cache.sqlite").exists()
+
+
+def test_malformed_plans(tmp_path):
+    cases = {
+        "missing.toml": None,
+        "bad.toml": "name = \n",
+        "key.toml": "nmae = 'x'\n",
+        "setting.toml": "[base]\ntarget = 3\ntemprature = 1\n",
+        "matrix.toml": "[matrix]\nseed = 3\n",
+        "reserved.toml": "[base]\nrun_name = 'x'\n",
+        "type.toml": "[matrix]\ntarget = ['many']\n",
+    }
+    for name, text in cases.items():
+        if text is not None:
+            (tmp_path / name).write_text(text)
+        proc = cli("batch", name, cwd=tmp_path)
+        assert proc.returncode == 2, (name, proc.stderr)
+        err = proc.stderr.strip()
+        assert len(err.splitlines()) == 1 and name in err and "Traceback" not in err, err
+    assert not (tmp_path / "outputs").exists()
