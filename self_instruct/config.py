@@ -39,6 +39,8 @@ class LLMConfig:
     # built-in table (self_instruct/llm/prices.py), unknown models cost nothing.
     price_prompt: float = -1.0
     price_completion: float = -1.0
+    batch_api: bool = False  # classify and instances through the OpenAI Batch API (half price, slow)
+    batch_poll_seconds: float = 30.0
 
 
 @dataclass
@@ -214,6 +216,8 @@ def validate(cfg: Config) -> None:
         bad("llm.backend", "must be auto, local or openai")
     if cfg.llm.api not in ("auto", "completions", "chat"):
         bad("llm.api", "must be auto, completions or chat")
+    if cfg.llm.batch_api and cfg.llm.backend == "local":
+        bad("llm.batch_api", "needs the openai backend")
     if cfg.llm.concurrency < 1:
         bad("llm.concurrency", "must be at least 1")
     b = cfg.bootstrap

@@ -47,6 +47,8 @@ async def _run(
 ) -> RunSummary:
     if backend is None and MODEL_STAGES & set(stages):
         backend = create_backend(cfg.llm, cfg.seed)
+    if cfg.llm.batch_api and backend is not None and backend.name != "openai":
+        raise UserError("setting 'llm.batch_api' needs the openai backend")
     # Check the endpoint before touching the run directory: a typo in --base-url leaves no trace.
     check = getattr(backend, "check", None)
     if check:

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 
+from openai_batch import BatchStore
+
 MODEL_ID = "test-model"
 DEFAULT_TEXT = "This is a canned reply from the fake OpenAI server."
 
@@ -232,6 +234,10 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send_json(200, {"object": "list", "data": [model]})
             elif kind in ("completions", "chat"):
                 self._generate(kind, body)
+            elif route.startswith(("/v1/files", "/v1/batches")):
+                fake._count("batch_api")
+                status, result = fake.batches.handle(self.command, route, raw, self.headers)
+                self._send(status, result if isinstance(result, bytes) else _encode(result), {})
             else:
                 fake._count("not_found")
                 self._send_json(404, error_body(404, f"Invalid URL ({self.command} {route})"))
@@ -337,6 +343,7 @@ class FakeOpenAIServer:
         self._stopping = threading.Event()
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self.batches = BatchStore(self)  # /v1/files and /v1/batches
 
     @property
     def base_url(self) -> str:

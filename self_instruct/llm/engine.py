@@ -172,6 +172,65 @@ class Engine:
             stats["seconds_waiting"] += time.perf_counter() - start
         return results  # type: ignore[return-value]
 
+    async def run_batch_api(
+        self,
+        requests: Sequence[Request],
+        *,
+        stage: str,
+        keys: list[str],
+        state_path,
+        poll_seconds: float = 30.0,
+        on_progress: Callable[[int, int, str], None] | None = None,
+    ) -> list[Response]:
+        """Like run(), but the cache misses go to the OpenAI Batch API as one batch (half price)."""
+        from .batch_api import run_batch
+
+        stats = self.stats.setdefault(stage, Counter())
+        results: list[Response | None] = [None] * len(requests)
+        cache_keys: list[str | None] = [None] * len(requests)
+        todo = []
+        for i, req in enumerate(requests):
+            if self.cache is not None:
+                cache_keys[i] = cache_key(self.backend.name, self.backend.model, self.backend.api, req)
+                cached = self.cache.get(cache_keys[i])
+                if cached is not None:
+                    stats["cache_hits"] += 1
+                    results[i] = cached
+                    continue
+            todo.append(i)
+        start = time.perf_counter()
+        if todo:
+            stats["batches"] += 1
+            answers = await run_batch(
+                self.backend,  # type: ignore[arg-type]
+                [requests[i] for i in todo],
+                [keys[i] for i in todo],
+                state_path,
+                poll_seconds=poll_seconds,
+                on_progress=on_progress,
+            )
+            for i, response in zip(todo, answers, strict=True):
+                results[i] = response
+                stats["sent"] += 1
+                stats["prompt_tokens"] += response.prompt_tokens
+                stats["completion_tokens"] += response.completion_tokens
+                if self.price:  # the Batch API costs half the list price
+                    stats["cost_usd"] += (
+                        0.5
+                        * (
+                            response.prompt_tokens * self.price.prompt
+                            + response.completion_tokens * self.price.completion
+                        )
+                        / 1e6
+                    )
+                if not response.ok:
+                    stats["failures"] += 1
+                elif cache_keys[i] is not None:
+                    self.cache.put(cache_keys[i], response)
+        stats["requests"] += len(requests)
+        stats["seconds_waiting"] += time.perf_counter() - start
+        return results  # type: ignore[return-value]
+
     def totals(self) -> Counter:
         total: Counter = Counter()
         for c in self.stats.values():

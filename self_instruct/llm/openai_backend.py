@@ -119,26 +119,54 @@ class OpenAIBackend:
     def endpoint_stats(self) -> list[dict]:
         return [{"url": e.url, "requests": e.requests, "failures": e.failures} for e in self.endpoints]
 
-    async def _call(self, client: openai.AsyncOpenAI, request: Request) -> Response:
-        kwargs = dict(
-            model=self.model,
-            max_tokens=request.max_tokens,
-            temperature=request.temperature,
-            top_p=request.top_p,
-            presence_penalty=request.presence_penalty,
-            frequency_penalty=request.frequency_penalty,
-        )
+    @property
+    def endpoint_path(self) -> str:
+        return "/v1/chat/completions" if self.api == "chat" else "/v1/completions"
+
+    def body(self, request: Request) -> dict:
+        """The JSON body of a request, the same for a live call and a Batch API line."""
+        body: dict = {
+            "model": self.model,
+            "max_tokens": request.max_tokens,
+            "temperature": request.temperature,
+            "top_p": request.top_p,
+            "presence_penalty": request.presence_penalty,
+            "frequency_penalty": request.frequency_penalty,
+        }
         if request.stop:
-            kwargs["stop"] = list(request.stop)[:4]  # the API takes at most four
+            body["stop"] = list(request.stop)[:4]  # the API takes at most four
         if request.seed is not None:
-            kwargs["seed"] = request.seed
+            body["seed"] = request.seed
+        if self.api == "chat":
+            body["messages"] = [{"role": "user", "content": request.prompt}]
+        else:
+            body["prompt"] = request.prompt
+        return body
+
+    def parse(self, out: dict) -> Response:
+        """A completion (as a dict) into a Response; TransientError when it has no usable choice."""
+        choices = out.get("choices") if isinstance(out, dict) else None
+        if not isinstance(choices, list):
+            raise TransientError("malformed response: no 'choices' list")
+        if not choices:
+            raise TransientError("malformed response: empty 'choices'")
+        choice = choices[0] or {}
+        text = (choice.get("message") or {}).get("content") if self.api == "chat" else choice.get("text")
+        usage = out.get("usage") or {}
+        return Response(
+            text=text or "",
+            finish_reason=choice.get("finish_reason") or "stop",
+            prompt_tokens=usage.get("prompt_tokens") or 0,
+            completion_tokens=usage.get("completion_tokens") or 0,
+        )
+
+    async def _call(self, client: openai.AsyncOpenAI, request: Request) -> Response:
+        body = self.body(request)
         try:
             if self.api == "chat":
-                out = await client.chat.completions.create(
-                    messages=[{"role": "user", "content": request.prompt}], **kwargs
-                )
+                out = await client.chat.completions.create(**body)
             else:
-                out = await client.completions.create(prompt=request.prompt, **kwargs)
+                out = await client.completions.create(**body)
         except openai.RateLimitError as e:
             raise TransientError(f"429 rate limited: {e.message}", retry_after=_retry_after(e)) from None
         except openai.InternalServerError as e:
@@ -161,20 +189,11 @@ class OpenAIBackend:
             raise FatalError(f"{e.status_code}: {e.message}") from None
         except (openai.APIResponseValidationError, ValueError, TypeError) as e:
             raise TransientError(f"malformed response: {e}") from None
-        choices = getattr(out, "choices", None)
-        if not isinstance(choices, list):
-            raise TransientError("malformed response: no 'choices' list")
-        if not choices:
-            raise TransientError("malformed response: empty 'choices'")
-        choice = choices[0]
-        text = choice.message.content if self.api == "chat" else choice.text
-        usage = getattr(out, "usage", None)
-        return Response(
-            text=text or "",
-            finish_reason=choice.finish_reason or "stop",
-            prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
-            completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
-        )
+        try:
+            data = out.model_dump()
+        except AttributeError:
+            data = out
+        return self.parse(data)
 
     async def close(self) -> None:
         for ep in self.endpoints:

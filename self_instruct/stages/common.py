@@ -74,12 +74,31 @@ async def answered(
         bar.update()
         bar.set_postfix(live_stats(ctx.engine, stage), refresh=False)
 
-    size = max(16, 4 * ctx.engine.concurrency)
+    batch_api = ctx.cfg.llm.batch_api
+    # The Batch API takes up to 50,000 requests in one batch; live requests go in batches that keep
+    # the engine busy while results are written regularly.
+    size = 50_000 if batch_api else max(16, 4 * ctx.engine.concurrency)
+    state = ctx.files.root / f"batch_{stage}.json"
+
+    def polled(done_now: int, total: int, status: str) -> None:
+        bar.n = done + done_now
+        bar.set_postfix(batch=status, of=total, refresh=True)
+
     try:
         for start in range(0, len(todo), size):
             batch = todo[start : start + size]
             requests = [build(r) for r in batch]
-            responses = await ctx.engine.run(requests, stage=stage, on_result=tick)
+            if batch_api:
+                responses = await ctx.engine.run_batch_api(
+                    requests,
+                    stage=stage,
+                    keys=[r["id"] for r in batch],
+                    state_path=state,
+                    poll_seconds=ctx.cfg.llm.batch_poll_seconds,
+                    on_progress=polled,
+                )
+            else:
+                responses = await ctx.engine.run(requests, stage=stage, on_result=tick)
             failed = [
                 failure_record(stage, rec["id"], req, resp)
                 for rec, req, resp in zip(batch, requests, responses, strict=True)
@@ -87,6 +106,8 @@ async def answered(
             ]
             ctx.files.failures.append(failed)
             yield [(rec, resp) for rec, resp in zip(batch, responses, strict=True) if resp.ok]
+            # The stage has written this batch's results: a restart must not poll it again.
+            state.unlink(missing_ok=True)
     finally:
         bar.close()
 
