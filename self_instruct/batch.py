@@ -137,6 +137,15 @@ def merge(plan: Plan, labels: list[str]) -> dict:
             tasks.append({**task, "id": f"{label}/{task['id']}"})
             rows += [{"instruction": task["instruction"], **inst} for inst in task["instances"]]
     out = plan.root / "merged"
+    sources = {}
+    for label in labels:
+        manifest = RunFiles(plan.root / "runs" / label).manifest
+        if manifest.exists():
+            sources[label] = json.loads(manifest.read_text(encoding="utf-8"))
+    # The merged directory is a run directory too: export reads it, and its card lists every source.
+    write_json_atomic(
+        out / "manifest.json", {"tool": "self-instruct", "merged_from": labels, "sources": sources}
+    )
     write_jsonl_atomic(out / "tasks.jsonl", tasks)
     write_jsonl_atomic(out / "dataset.jsonl", rows)
     write_jsonl_atomic(out / "rejected.jsonl", dropped)

@@ -228,7 +228,11 @@ def dataset_card(
         "## Generation",
         "",
     ]
+    described = []
     for run, m in zip(runs, manifests, strict=True):
+        # A merged batch directory describes each of its source runs.
+        described += list(m["sources"].items()) if "sources" in m else [(run, m)]
+    for run, m in described:
         cfg = m.get("config", {})
         backend = m.get("backend") or {}
         b, c, i = cfg.get("bootstrap", {}), cfg.get("classify", {}), cfg.get("instances", {})

@@ -90,3 +90,17 @@ def test_malformed_plans(tmp_path):
         err = proc.stderr.strip()
         assert len(err.splitlines()) == 1 and name in err and "Traceback" not in err, err
     assert not (tmp_path / "outputs").exists()
+
+
+def test_merged_batch_exports_with_a_card_naming_every_run(tmp_path):
+    with FakeOpenAIServer(responder) as server:
+        write_plan(tmp_path / "g.toml", server, "g")
+        assert cli("batch", "g.toml", cwd=tmp_path).returncode == 0
+    merged = tmp_path / "outputs" / "g" / "merged"
+    proc = cli("export", str(merged), "--format", "alpaca", "--out", "exp", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads((tmp_path / "exp" / "train.json").read_text())
+    assert len(rows) == len(read_jsonl(merged / "dataset.jsonl"))
+    card = (tmp_path / "exp" / "README.md").read_text()
+    for label in json.loads((merged / "manifest.json").read_text())["merged_from"]:
+        assert f"### {label}" in card
