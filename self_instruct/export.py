@@ -294,8 +294,10 @@ def export(run_dirs: list[str], out: str, opts: ExportOptions, push_to_hub: str 
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_path.name}.", dir=out_path.parent))
     try:
         if opts.format in ("hf", "parquet"):
+            import datasets
             from datasets import Dataset, DatasetDict
 
+            datasets.disable_progress_bars()  # the export is quick; keep the terminal for our own line
             dd = DatasetDict({name: Dataset.from_list(rows) for name, rows in rendered.items()})
             if opts.format == "hf":
                 dd.save_to_disk(str(tmp))
