@@ -107,13 +107,6 @@ def build_parser() -> argparse.ArgumentParser:
         prog="self-instruct", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    add_export_parser(sub)
-    p = sub.add_parser(
-        "batch",
-        help="run a grid of generation runs from a plan file, then merge them into one dataset",
-        description="Run (or resume) every run of a TOML plan with a shared response cache, then merge.",
-    )
-    p.add_argument("plan", metavar="PLAN.toml")
     for command, help_text in STAGE_HELP.items():
         p = sub.add_parser(command, help=help_text, description=help_text)
         p.add_argument("--config", metavar="FILE", help="TOML config file; flags given here override it")
@@ -152,6 +145,13 @@ def build_parser() -> argparse.ArgumentParser:
                     default=argparse.SUPPRESS,
                     help=help_text,
                 )
+    add_export_parser(sub)
+    p = sub.add_parser(
+        "batch",
+        help="run a grid of generation runs from a plan file, then merge them into one dataset",
+        description="Run (or resume) every run of a TOML plan with a shared response cache, then merge.",
+    )
+    p.add_argument("plan", metavar="PLAN.toml")
     return parser
 
 
