@@ -14,6 +14,8 @@ import threading
 from importlib import resources
 from pathlib import Path
 
+from llama_cpp import StoppingCriteriaList
+
 from ..errors import UserError
 from .base import Api, Request, Response
 
@@ -85,6 +87,8 @@ class LocalBackend:
         self.model_path = str(path)
         self.api = api
         self._lock = threading.Lock()
+        # Set when the caller gives up (Ctrl-C): llama.cpp checks it after every token and stops.
+        self._cancel = threading.Event()
 
     def _run(self, request: Request) -> Response:
         kwargs = dict(
@@ -95,8 +99,11 @@ class LocalBackend:
             frequency_penalty=request.frequency_penalty,
             stop=list(request.stop) or None,
             seed=request.seed,
+            stopping_criteria=StoppingCriteriaList([lambda tokens, logits: self._cancel.is_set()]),
         )
         with self._lock:
+            if self._cancel.is_set():
+                raise asyncio.CancelledError
             if self.api == "chat":
                 out = self._llama.create_chat_completion(
                     messages=[{"role": "user", "content": request.prompt}], **kwargs
@@ -116,9 +123,14 @@ class LocalBackend:
         )
 
     async def complete(self, request: Request) -> Response:
-        return await asyncio.to_thread(self._run, request)
+        try:
+            return await asyncio.to_thread(self._run, request)
+        except asyncio.CancelledError:
+            self._cancel.set()
+            raise
 
     async def close(self) -> None:
+        self._cancel.set()
         with self._lock:
             close = getattr(self._llama, "close", None)
             if close:
