@@ -19,10 +19,10 @@ from rouge_score import rouge_scorer
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
-from textgen import TextGen  # noqa: E402
+from textgen import TextGen
 
-from self_instruct.batch import Plan, merge  # noqa: E402
-from self_instruct.export import ExportOptions, export  # noqa: E402
+from self_instruct.batch import Plan, merge
+from self_instruct.export import ExportOptions, export
 
 
 def make_runs(root: Path, records: int, runs: int) -> tuple[list[str], list[str]]:
@@ -83,7 +83,8 @@ def main() -> None:
 
     print(f"{args.records} records in {args.runs} runs")
     print(
-        f"  merge with the novelty index: {merged:.1f} s  (kept {result['tasks']}, dropped {result['dropped']})"
+        f"  merge with the novelty index: {merged:.1f} s"
+        f"  (kept {result['tasks']}, dropped {result['dropped']})"
     )
     print(f"  jsonl export of the merged set: {exported:.1f} s ({counts['train']} rows)")
     print(
