@@ -112,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--config", metavar="FILE", help="TOML config file; flags given here override it")
         groups: dict[str, argparse._ArgumentGroup] = {}
         for name, (typ, default) in config_mod.settings().items():
+            if name in config_mod.DICT_SETTINGS:
+                continue  # tables are set in the config file
             section = name.split(".")[0] if "." in name else "run"
             group = groups.get(section) or groups.setdefault(
                 section, p.add_argument_group(f"{section} settings")

@@ -39,6 +39,9 @@ class LLMConfig:
     # built-in table (self_instruct/llm/prices.py), unknown models cost nothing.
     price_prompt: float = -1.0
     price_completion: float = -1.0
+    # Your own price table, model name -> [prompt, completion] USD per million tokens; it extends and
+    # overrides the built-in one (TOML only: [llm.prices] "my-model" = [0.2, 0.6]).
+    prices: dict[str, list[float]] = field(default_factory=dict)
     batch_api: bool = False  # classify and instances through the OpenAI Batch API (half price, slow)
     batch_poll_seconds: float = 30.0
 
@@ -106,6 +109,9 @@ SECTIONS = {
 }
 
 
+DICT_SETTINGS = {"llm.prices"}  # settings whose value is itself a TOML table
+
+
 def settings() -> dict[str, tuple[type, object]]:
     """Every setting as dotted name -> (type, default)."""
     out: dict[str, tuple[type, object]] = {}
@@ -123,6 +129,14 @@ def settings() -> dict[str, tuple[type, object]]:
 
 
 def _coerce(name: str, typ: type, value, where: str):
+    if typing.get_origin(typ) is dict:
+        ok = isinstance(value, dict) and all(
+            isinstance(v, list) and len(v) == 2 and all(isinstance(x, (int, float)) for x in v)
+            for v in value.values()
+        )
+        if not ok:
+            raise UserError(f"{where}: setting '{name}' must map model names to [prompt, completion] prices")
+        return {k: [float(x) for x in v] for k, v in value.items()}
     if typing.get_origin(typ) is list:
         items = [value] if isinstance(value, str) else value
         if isinstance(items, list) and all(isinstance(v, str) for v in items):
@@ -174,7 +188,7 @@ def flatten(table: dict, prefix: str = "") -> dict[str, object]:
     out = {}
     for k, v in table.items():
         key = f"{prefix}{k}"
-        if isinstance(v, dict):
+        if isinstance(v, dict) and key not in DICT_SETTINGS:
             if key not in SECTIONS:
                 raise UserError(f"unknown section [{key}]")
             out.update(flatten(v, key + "."))

@@ -70,7 +70,7 @@ async def _run(
             tpm=cfg.llm.tpm,
             price=None
             if backend.name == "local"
-            else price_for(backend.model, cfg.llm.price_prompt, cfg.llm.price_completion),
+            else price_for(backend.model, cfg.llm.price_prompt, cfg.llm.price_completion, cfg.llm.prices),
         )
     ctx = StageContext(cfg, engine, files)
     started = time.time()

@@ -54,3 +54,17 @@ def test_example_config_loads():
 
     cfg = load_config(Path(__file__).parent.parent / "examples" / "config.toml")
     assert cfg.run_name == "example" and cfg.target == 200
+
+
+def test_price_table_in_the_config(tmp_path):
+    from self_instruct.llm.prices import price_for
+
+    p = tmp_path / "c.toml"
+    p.write_text('[llm.prices]\n"my-model" = [0.2, 0.6]\n"gpt-4o-mini" = [1, 2]\n')
+    cfg = load_config(p)
+    assert price_for("my-model", table=cfg.llm.prices).completion == 0.6
+    assert price_for("gpt-4o-mini", table=cfg.llm.prices).prompt == 1.0  # overrides the built-in price
+    assert price_for("gpt-4o").prompt == 2.5 and price_for("unknown") is None
+    p.write_text('[llm.prices]\n"my-model" = [0.2]\n')
+    with pytest.raises(UserError, match=r"llm\.prices"):
+        load_config(p)

@@ -20,8 +20,13 @@ PRICES: dict[str, Price] = {
 }
 
 
-def price_for(model: str, prompt: float = -1.0, completion: float = -1.0) -> Price | None:
-    """The configured price when given (both >= 0), else the table's entry for the model, else None."""
+def price_for(
+    model: str, prompt: float = -1.0, completion: float = -1.0, table: dict[str, list[float]] | None = None
+) -> Price | None:
+    """The configured price when given (both >= 0), else the model's entry in the user's table, else in
+    the built-in one, else None."""
     if prompt >= 0 and completion >= 0:
         return Price(prompt, completion)
+    if table and model in table:
+        return Price(*table[model])
     return PRICES.get(model)
