@@ -102,6 +102,55 @@ def add_export_parser(sub) -> None:
     )
 
 
+def add_analyze_parser(sub) -> None:
+    p = sub.add_parser(
+        "analyze",
+        help="diversity and quality report of datasets (run directories, JSONL, Alpaca JSON, HF datasets)",
+        description="Write DIR/report.html (self-contained), DIR/report.md and DIR/stats.json for one or "
+        "more datasets; several PATHs (e.g. runs with different seeds) are compared with mean and spread.",
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument(
+        "--seeds",
+        metavar="FILE",
+        help="seed tasks for ROUGE-L to the most similar seed (default: the run's own seed file)",
+    )
+    p.add_argument("--sample", type=int, default=2000, help="pairs sampled for the mean pairwise ROUGE-L")
+    p.add_argument("--seed", type=int, default=0, help="random seed for every sample")
+    p.add_argument(
+        "--judge",
+        type=int,
+        default=0,
+        metavar="K",
+        help="have the configured model review K sampled instances (off by default)",
+    )
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    g = p.add_argument_group("model for --judge (as for generate)")
+    g.add_argument("--config", metavar="FILE")
+    for name in ("llm.backend", "llm.model", "llm.model_path", "llm.api", "llm.concurrency"):
+        g.add_argument(ALIASES[name], dest=name, default=argparse.SUPPRESS, help=SETTING_HELP.get(name))
+    g.add_argument("--base-url", dest="llm.base_url", action="append", default=argparse.SUPPRESS)
+
+
+def run_analyze(args: dict) -> None:
+    from pathlib import Path
+
+    from .analysis import analyze
+
+    paths, out, judge_k = args.pop("paths"), args.pop("out"), args.pop("judge")
+    options = {k: args.pop(k) for k in ("seeds", "sample", "seed", "progress")}
+    config_file = args.pop("config")
+    engine = None
+    if judge_k > 0:
+        from .pipeline import judge_engine
+
+        engine = judge_engine(config_mod.load_config(config_file, args), Path(out))
+    stats = analyze(paths, out, judge_engine=engine, judge_k=judge_k, close_judge=True, **options)
+    print(f"report: {Path(out) / 'report.html'}  (also report.md, stats.json)")
+    return stats
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="self-instruct", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -154,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run (or resume) every run of a TOML plan with a shared response cache, then merge.",
     )
     p.add_argument("plan", metavar="PLAN.toml")
+    add_analyze_parser(sub)
     return parser
 
 
@@ -193,10 +243,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = vars(parser.parse_args(argv))
     command = args.pop("command")
-    if command in ("export", "batch"):
+    if command in ("export", "batch", "analyze"):
         try:
             if command == "export":
                 run_export(args)
+            elif command == "analyze":
+                run_analyze(args)
             else:
                 from .batch import format_summary, run_batch
 

@@ -35,6 +35,29 @@ class RunSummary:
     notes: list[str]
 
 
+def make_engine(cfg: Config, backend: Backend, default_cache_dir: Path) -> Engine:
+    """The request engine for a backend, as the config describes it (cache, limits, retries, prices)."""
+    cache_dir = Path(cfg.llm.cache_dir) if cfg.llm.cache_dir else default_cache_dir
+    return Engine(
+        backend,
+        concurrency=cfg.llm.concurrency,
+        retry=RetryPolicy(cfg.llm.max_retries, cfg.llm.retry_initial, cfg.llm.retry_max),
+        cache=ResponseCache(cache_dir / "cache.sqlite") if cfg.llm.cache else None,
+        rpm=cfg.llm.rpm,
+        tpm=cfg.llm.tpm,
+        price=None
+        if backend.name == "local"
+        else price_for(backend.model, cfg.llm.price_prompt, cfg.llm.price_completion, cfg.llm.prices),
+    )
+
+
+def judge_engine(cfg: Config, out_dir: Path) -> Engine:
+    """An engine on the configured model for analyze --judge; its cache lives in the report directory."""
+    backend = create_backend(cfg.llm, cfg.seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return make_engine(cfg, backend, out_dir)
+
+
 def run(cfg: Config, stages: tuple[str, ...] = STAGES, *, backend: Backend | None = None) -> RunSummary:
     """Run the given stages on ``cfg.run_dir``; ``backend`` replaces the configured one (tests, embedding)."""
     seeds = load_tasks(cfg.seed_file)
@@ -58,20 +81,7 @@ async def _run(
             await backend.close()
             raise UserError(str(e)) from None
     files.root.mkdir(parents=True, exist_ok=True)
-    engine = None
-    if backend:
-        cache_dir = Path(cfg.llm.cache_dir) if cfg.llm.cache_dir else files.root
-        engine = Engine(
-            backend,
-            concurrency=cfg.llm.concurrency,
-            retry=RetryPolicy(cfg.llm.max_retries, cfg.llm.retry_initial, cfg.llm.retry_max),
-            cache=ResponseCache(cache_dir / "cache.sqlite") if cfg.llm.cache else None,
-            rpm=cfg.llm.rpm,
-            tpm=cfg.llm.tpm,
-            price=None
-            if backend.name == "local"
-            else price_for(backend.model, cfg.llm.price_prompt, cfg.llm.price_completion, cfg.llm.prices),
-        )
+    engine = make_engine(cfg, backend, files.root) if backend else None
     ctx = StageContext(cfg, engine, files)
     started = time.time()
     session = {

@@ -103,6 +103,10 @@ def answer(prompt: str, *, chat: bool = False) -> str:
     """What the scripted model says to one of our prompts."""
     rng = _rng(prompt)
     tail = prompt.rstrip()
+    if tail.endswith("### Review"):  # analyze --judge (chat)
+        return "Valid: yes\nInput fits: yes\nOutput correct: no"
+    if tail.endswith("### Review\nValid:"):  # analyze --judge (completions: the first label is given)
+        return " yes\nInput fits: yes\nOutput correct: no"
     if tail.endswith("Classification:"):
         instruction = tail.rsplit("Task:", 1)[1]
         return " Yes" if "Classify" in instruction else " No"

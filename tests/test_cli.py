@@ -92,3 +92,44 @@ def test_unreachable_endpoint_leaves_no_run_directory(tmp_path):
     proc = cli("generate", "--base-url", url, "--seed-file", str(SEEDS), "--run-name", "x", cwd=tmp_path)
     assert proc.returncode == 2
     assert not (tmp_path / "outputs" / "x").exists()
+
+
+def test_analyze_writes_a_report_and_rejects_bad_paths(tmp_path):
+    proc = cli("analyze", str(SEEDS), "--out", "rep", "--no-progress", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    stats = json.loads((tmp_path / "rep" / "stats.json").read_text())
+    assert "report.html" in proc.stdout and (tmp_path / "rep" / "report.html").exists()
+    assert json.dumps(stats).count("175") >= 1
+    proc = cli("analyze", "missing.jsonl", "--out", "rep2", cwd=tmp_path)
+    assert_one_line_error(proc, "missing.jsonl")
+    assert not (tmp_path / "rep2").exists()
+
+
+def test_analyze_judge_through_the_test_server(tmp_path):
+    from openai_server import FakeOpenAIServer
+    from test_engine import generate_args, responder
+
+    with FakeOpenAIServer(responder) as server:
+        assert cli(*generate_args(server, "j", "--target", "6"), cwd=tmp_path).returncode == 0
+        proc = cli(
+            "analyze",
+            "outputs/j",
+            "--out",
+            "rep",
+            "--judge",
+            "5",
+            "--no-progress",
+            "--base-url",
+            server.base_url,
+            "--api",
+            "completions",
+            cwd=tmp_path,
+        )
+        assert proc.returncode == 0, proc.stderr
+        judged = [r for r in server.requests if "### Review" in str(r["body"].get("prompt", ""))]
+        assert len(judged) == 5
+    judge = json.loads((tmp_path / "rep" / "stats.json").read_text())["inputs"][0]["judge"]
+    assert judge["sample"] == 5
+    assert judge["valid"]["share"] == 1.0 and judge["input_fits"]["share"] == 1.0
+    assert judge["output_correct"]["share"] == 0.0 and judge["output_correct"]["n"] == 5
+    assert "LLM judge" in (tmp_path / "rep" / "report.md").read_text()

@@ -1,0 +1,11 @@
+"""Diversity and quality analysis of instruction data: ``analyze(paths, out_dir, ...)`` writes
+report.html (self-contained), report.md (with PNG figures next to it) and stats.json.
+
+Modules: ``load`` (inputs), ``stats`` (counting), ``verbnoun`` (spaCy verb-noun structure),
+``judge`` (opt-in LLM review), ``plots`` (matplotlib figures), ``report`` (HTML and markdown),
+``core`` (the entry point).
+"""
+
+from .core import analyze
+
+__all__ = ["analyze"]

@@ -1,0 +1,216 @@
+"""Read whatever the user points ``analyze`` at into one shape: a list of tasks plus, for a run
+directory, its rejections, failures and manifest.
+
+Accepted inputs:
+- a run directory (it holds ``manifest.json``, ``tasks.jsonl`` or ``dataset.jsonl``);
+- a JSONL file, flat ``{"instruction", "input", "output"}`` rows or the seed schema;
+- an Alpaca JSON file: one JSON list of ``{"instruction", "input", "output"}`` objects;
+- a directory written by ``datasets.Dataset.save_to_disk`` (a Dataset or a DatasetDict, whose
+  splits are concatenated) with ``instruction``, ``output`` and optionally ``input`` columns.
+
+Anything else, or an input with no rows, is a UserError naming the path.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import UserError
+from ..store import RunFiles, read_jsonl
+from ..tasks import Instance, Task, load_tasks
+
+
+@dataclass
+class RunInfo:
+    """What only a run directory knows."""
+
+    rejected: list[dict] = field(default_factory=list)
+    failures: list[dict] = field(default_factory=list)
+    manifest: dict = field(default_factory=dict)
+    seed_file: str | None = None  # the seed file the run was made from, when it still exists
+
+
+@dataclass
+class Loaded:
+    path: str
+    kind: str  # "run", "jsonl", "alpaca" or "hf"
+    tasks: list[Task]
+    run: RunInfo | None = None
+
+
+def _group(rows: list[tuple[str, str, str]]) -> list[Task]:
+    """Flat rows -> tasks, one per distinct (stripped) instruction, in order of first appearance."""
+    by_instruction: dict[str, Task] = {}
+    for instruction, inp, out in rows:
+        key = instruction.strip()
+        task = by_instruction.get(key)
+        if task is None:
+            task = by_instruction[key] = Task(instruction=key, id=f"task_{len(by_instruction)}")
+        task.instances.append(Instance(input=inp, output=out))
+    return list(by_instruction.values())
+
+
+def _row(obj, where: str) -> tuple[str, str, str]:
+    if not isinstance(obj, dict):
+        raise UserError(f"{where}: expected an object with 'instruction' and 'output'")
+    values = []
+    for key in ("instruction", "input", "output"):
+        value = obj.get(key, "")
+        if value is None:
+            value = ""
+        if not isinstance(value, str):
+            raise UserError(f"{where}: '{key}' must be a string")
+        values.append(value)
+    if "instruction" not in obj or "output" not in obj:
+        raise UserError(f"{where}: expected 'instruction' and 'output'")
+    if not values[0].strip():
+        raise UserError(f"{where}: 'instruction' is empty")
+    return values[0], values[1], values[2]
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise UserError(f"{path}: cannot read ({e.strerror})") from None
+
+
+def _load_file(path: Path) -> Loaded:
+    text = _read_text(path)
+    start = text.lstrip()[:1]
+    if not start:
+        raise UserError(f"{path}: empty file, nothing to analyse")
+    if start == "[":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}:{e.lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
+        if not data:
+            raise UserError(f"{path}: empty list, nothing to analyse")
+        rows = [_row(obj, f"{path}: item {k}") for k, obj in enumerate(data)]
+        return Loaded(str(path), "alpaca", _group(rows))
+    if start == "{":
+        if path.suffix == ".json":
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError:
+                data = None  # JSON Lines under a .json name: read it as such below
+            if isinstance(data, dict):
+                raise UserError(f"{path}: a JSON object; expected a JSON list of records or JSON Lines")
+        tasks = load_tasks(path)
+        return Loaded(str(path), "jsonl", tasks)
+    raise UserError(f"{path}: neither JSON Lines nor a JSON list of records")
+
+
+def _is_hf_dir(path: Path) -> bool:
+    return (path / "dataset_dict.json").is_file() or (
+        (path / "state.json").is_file() and (path / "dataset_info.json").is_file()
+    )
+
+
+def _load_hf(path: Path) -> Loaded:
+    import datasets
+
+    try:
+        data = datasets.load_from_disk(str(path))
+    except Exception as e:  # a broken save: the library's message, on one line
+        raise UserError(f"{path}: cannot load the saved dataset ({e.__class__.__name__}: {e})") from None
+    if isinstance(data, datasets.DatasetDict):
+        splits = [data[name] for name in data]
+        if not splits:
+            raise UserError(f"{path}: the saved DatasetDict has no splits")
+        data = datasets.concatenate_datasets(splits)
+    columns = set(data.column_names)
+    missing = {"instruction", "output"} - columns
+    if missing:
+        raise UserError(
+            f"{path}: the saved dataset lacks column(s) {', '.join(sorted(missing))} "
+            f"(it has {', '.join(sorted(columns)) or 'none'})"
+        )
+    if len(data) == 0:
+        raise UserError(f"{path}: the saved dataset has no rows")
+    instructions = data["instruction"]
+    outputs = data["output"]
+    inputs = data["input"] if "input" in columns else [""] * len(data)
+    rows = [
+        _row({"instruction": i, "input": x, "output": o}, f"{path}: row {k}")
+        for k, (i, x, o) in enumerate(zip(instructions, inputs, outputs, strict=True))
+    ]
+    return Loaded(str(path), "hf", _group(rows))
+
+
+def _find_seed_file(run_dir: Path, manifest: dict) -> str | None:
+    """The run's seed file as the manifest names it, if it can still be found."""
+    names = []
+    seed = manifest.get("seed_file")
+    if isinstance(seed, dict) and isinstance(seed.get("path"), str):
+        names.append(seed["path"])
+    config = manifest.get("config")
+    if isinstance(config, dict) and isinstance(config.get("seed_file"), str):
+        names.append(config["seed_file"])
+    for name in names:
+        p = Path(name)
+        # Relative names were relative to where the run was started: usually the directory above
+        # the output directory (outputs/<run>), else the current one.
+        candidates = [p] if p.is_absolute() else [run_dir.parent.parent / p, Path.cwd() / p]
+        for c in candidates:
+            if c.is_file():
+                return str(c)
+    return None
+
+
+def _load_run(path: Path) -> Loaded:
+    files = RunFiles(path)
+    manifest: dict = {}
+    if files.manifest.is_file():
+        try:
+            manifest = json.loads(_read_text(files.manifest))
+        except json.JSONDecodeError as e:
+            raise UserError(f"{files.manifest}:{e.lineno}: invalid JSON ({e.msg})") from None
+        if not isinstance(manifest, dict):
+            raise UserError(f"{files.manifest}: expected a JSON object")
+    # tasks.jsonl knows which tasks are classification tasks; dataset.jsonl holds the same rows.
+    source = next((p for p in (files.tasks, files.dataset) if p.is_file() and p.stat().st_size > 0), None)
+    if source is None:
+        raise UserError(
+            f"{path}: run directory without a dataset yet (no tasks.jsonl or dataset.jsonl with rows; "
+            "run `self-instruct dataset` first)"
+        )
+    tasks = load_tasks(source)
+    run = RunInfo(
+        rejected=read_jsonl(files.rejected.path),
+        failures=read_jsonl(files.failures.path),
+        manifest=manifest,
+        seed_file=_find_seed_file(path, manifest),
+    )
+    return Loaded(str(path), "run", tasks, run)
+
+
+def load_input(path: str | Path) -> Loaded:
+    """Load one PATH given to ``analyze``; raises UserError naming it when it is none of the above."""
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"{p}: no such file or directory")
+    if p.is_dir():
+        files = RunFiles(p)
+        if files.manifest.is_file() or files.tasks.is_file() or files.dataset.is_file():
+            return _load_run(p)
+        if _is_hf_dir(p):
+            return _load_hf(p)
+        raise UserError(
+            f"{p}: neither a run directory (manifest.json, tasks.jsonl, dataset.jsonl) "
+            "nor a saved Hugging Face dataset"
+        )
+    loaded = _load_file(p)
+    if not loaded.tasks:
+        raise UserError(f"{p}: no rows to analyse")
+    return loaded
+
+
+def load_seed_instructions(path: str | Path) -> list[str]:
+    """The instructions of a seed file (either schema accepted by ``load_tasks``)."""
+    return [t.instruction for t in load_tasks(path)]
