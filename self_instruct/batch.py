@@ -28,7 +28,6 @@ from __future__ import annotations
 import itertools
 import json
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,12 +63,7 @@ class Plan:
 
 def load_plan(path: str | Path) -> Plan:
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: plan file not found")
-    try:
-        table = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as e:
-        raise UserError(f"{path}: invalid TOML ({e})") from None
+    table = config_mod.read_toml(path, "plan file")
     unknown = set(table) - PLAN_KEYS
     if unknown:
         raise UserError(

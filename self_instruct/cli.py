@@ -239,42 +239,40 @@ def run_export(args: dict) -> None:
     )
 
 
+def run_generate(command: str, args: dict):
+    from .pipeline import STAGES, run
+
+    cfg = config_mod.load_config(args.pop("config"), args)
+    summary = run(cfg, STAGES if command == "generate" else (command,))
+    _print_summary(summary)
+
+
+def run_batch_plan(args: dict) -> None:
+    from .batch import format_summary, run_batch
+
+    summary = run_batch(args["plan"], announce=lambda label: print(f"== run {label}", flush=True))
+    print(format_summary(summary))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = vars(parser.parse_args(argv))
     command = args.pop("command")
-    if command in ("export", "batch", "analyze"):
-        try:
-            if command == "export":
-                run_export(args)
-            elif command == "analyze":
-                run_analyze(args)
-            else:
-                from .batch import format_summary, run_batch
-
-                summary = run_batch(args["plan"], announce=lambda label: print(f"== run {label}", flush=True))
-                print(format_summary(summary))
-        except UserError as e:
-            print(f"self-instruct: error: {e}", file=sys.stderr)
-            return 2
-        except KeyboardInterrupt:
-            print(f"\nself-instruct: interrupted; {RESUME_HINT}", file=sys.stderr)
-            return 130
-        return 0
-    config_file = args.pop("config")
     try:
-        cfg = config_mod.load_config(config_file, args)
-        from .pipeline import STAGES, run
-
-        stages = STAGES if command == "generate" else (command,)
-        summary = run(cfg, stages)
+        if command == "export":
+            run_export(args)
+        elif command == "analyze":
+            run_analyze(args)
+        elif command == "batch":
+            run_batch_plan(args)
+        else:
+            run_generate(command, args)
     except UserError as e:
         print(f"self-instruct: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"\nself-instruct: interrupted. {RESUME_HINT}", file=sys.stderr)
         return 130
-    _print_summary(summary)
     return 0
 
 

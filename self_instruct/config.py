@@ -197,17 +197,22 @@ def flatten(table: dict, prefix: str = "") -> dict[str, object]:
     return out
 
 
+def read_toml(path: Path, what: str = "config file") -> dict:
+    """A TOML file as a table; a missing file or bad TOML is a UserError naming the file."""
+    if not path.is_file():
+        raise UserError(f"{path}: {what} not found")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"{path}: invalid TOML ({e})") from None
+
+
 def load_config(path: str | Path | None = None, overrides: dict[str, object] | None = None) -> Config:
     """Defaults, then the TOML file, then overrides (CLI); validated."""
     cfg = Config()
     if path:
         path = Path(path)
-        if not path.is_file():
-            raise UserError(f"{path}: config file not found")
-        try:
-            table = tomllib.loads(path.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as e:
-            raise UserError(f"{path}: invalid TOML ({e})") from None
+        table = read_toml(path)
         try:
             flat = flatten(table)
         except UserError as e:
