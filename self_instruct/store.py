@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,9 +90,6 @@ class JsonlStore:
             f.flush()
             os.fsync(f.fileno())
         return lines.count("\n")
-
-    def __iter__(self) -> Iterator[dict]:
-        return iter(self.read())
 
 
 def write_json_atomic(path: str | Path, obj) -> None:

@@ -230,9 +230,3 @@ class Engine:
         stats["requests"] += len(requests)
         stats["seconds_waiting"] += time.perf_counter() - start
         return results  # type: ignore[return-value]
-
-    def totals(self) -> Counter:
-        total: Counter = Counter()
-        for c in self.stats.values():
-            total.update(c)
-        return total
