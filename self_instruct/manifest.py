@@ -13,9 +13,9 @@ import time
 from collections import Counter
 from importlib import metadata
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 from .config import Config
+from .llm import redact_url
 from .prompts import template_hashes
 from .store import RunFiles, read_jsonl, write_json_atomic
 
@@ -38,16 +38,6 @@ def package_versions() -> dict[str, str | None]:
         except metadata.PackageNotFoundError:
             out[name] = None
     return out
-
-
-def redact_url(url: str) -> str:
-    if not url:
-        return url
-    parts = urlsplit(url)
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc += f":{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def file_sha256(path: Path) -> str:

@@ -107,3 +107,11 @@ def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(tmp_path):
     check_run_dir(cut)
     for name in ("machine_instructions.jsonl", "rejected.jsonl", "instances.jsonl", "dataset.jsonl"):
         assert (cut / name).read_bytes() == (whole / name).read_bytes(), name
+
+
+def test_urls_lose_their_credentials_before_they_are_written():
+    from self_instruct.llm import redact_url
+
+    assert redact_url("http://user:secret@gpu-7:8000/v1") == "http://gpu-7:8000/v1"
+    assert redact_url("https://api.example.test/v1?x=1") == "https://api.example.test/v1?x=1"
+    assert redact_url("") == ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from urllib.parse import urlsplit, urlunsplit
 
 from ..config import LLMConfig
 from ..errors import UserError
@@ -48,8 +49,6 @@ def create_backend(llm: LLMConfig, seed: int = 0) -> Backend:
 
 def describe(backend: Backend) -> dict:
     """What the manifest records about a backend (never a key)."""
-    from ..manifest import redact_url
-
     info = {"name": backend.name, "model": backend.model, "api": backend.api}
     endpoints = getattr(backend, "endpoint_stats", None)
     if endpoints:
@@ -57,3 +56,14 @@ def describe(backend: Backend) -> dict:
     if getattr(backend, "model_path", None):
         info["model_path"] = backend.model_path
     return info
+
+
+def redact_url(url: str) -> str:
+    """The URL without any user:password part, for manifests and logs."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
