@@ -250,6 +250,40 @@ class NoveltyIndex:
         order = np.lexsort((cand, -scores))[:k]
         return [Match(float(scores[i]), int(cand[i]), self._texts[int(cand[i])]) for i in order]
 
+    def top_k_before(self, entries: list[int], k: int) -> list[list[Match]]:
+        """For each given pool entry, its k most similar entries among those added before it (best
+        first, equal scores: earlier entry first), exactly as top_k would have answered just before
+        the entry was added.
+
+        This is what bootstrap records for the instructions a round accepted, done in one full-scan,
+        multi-threaded C++ pass for the whole round: for the low scores of a top 10 the overlap bound
+        prunes little, and one batched scan is several times faster than pruned scans one by one.
+        """
+        out: list[list[Match]] = []
+        if not entries:
+            return out
+        choices = self._seqs[: max(entries)]
+        lengths = self._lengths.view
+        for start in range(0, len(entries), 64):
+            block = entries[start : start + 64]
+            lcs = process.cdist(
+                [self._seqs[e] for e in block], choices, scorer=LCSseq.similarity, dtype=np.int32, workers=-1
+            )
+            for row, entry in zip(lcs, block, strict=True):
+                kk = min(k, entry)
+                if kk <= 0:
+                    out.append([])
+                    continue
+                m = len(self._seqs[entry])
+                f = _f_measures(row[:entry], m, lengths[:entry]) if m else np.zeros(entry)
+                cut = np.partition(f, entry - kk)[entry - kk]  # the k-th largest score
+                above = np.flatnonzero(f > cut)
+                ties = np.flatnonzero(f == cut)[: kk - len(above)]  # earlier entries win ties
+                chosen = np.concatenate([above, ties])
+                chosen = chosen[np.lexsort((chosen, -f[chosen]))]
+                out.append([Match(float(f[i]), int(i), self._texts[int(i)]) for i in chosen])
+        return out
+
     def best(self, text: str) -> Match | None:
         top = self.top_k(text, 1)
         return top[0] if top else None

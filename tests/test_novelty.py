@@ -178,3 +178,15 @@ def test_empty_and_tokenless_texts():
     assert index.is_novel("!!!")[0]
     assert [m.score for m in index.top_k("!!!", 5)] == [0.0, 0.0]
     assert index.best("real words").index == 1
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(any_text, min_size=1, max_size=12), st.integers(min_value=1, max_value=5))
+def test_top_k_before_equals_top_k_at_the_time_of_adding(texts, k):
+    index = NoveltyIndex()
+    expected = []
+    for text in texts:
+        expected.append([(m.score, m.index) for m in index.top_k(text, k)])
+        index.add(text)
+    got = index.top_k_before(list(range(len(texts))), k)
+    assert [[(m.score, m.index) for m in row] for row in got] == expected

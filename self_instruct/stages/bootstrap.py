@@ -139,6 +139,7 @@ async def run_bootstrap(ctx: StageContext, seed_tasks: list[Task]) -> BootstrapR
                 new_rej += rej
                 machine.extend(r["instruction"] for r in acc)
                 next_req = i + 1
+            _record_similar(index, new_acc, b.record_similar)
             f.instructions.append(new_acc)
             f.rejected.append(new_rej)
             f.failures.append(failed)
@@ -193,15 +194,22 @@ def _apply(ctx: StageContext, i: int, req: Request, resp, index: NoveltyIndex, n
                 }
             )
             continue
-        top = index.top_k(text, b.record_similar)
-        similar = [{"instruction": m.text, "score": m.score} for m in top]
-        index.add(text)
+        entry = index.add(text)
         accepted.append(
             {
                 "id": f"machine_{n_machine + len(accepted)}",
                 "instruction": text,
                 "request": i,
-                "most_similar": similar,
+                "_entry": entry,  # replaced by most_similar once the round is applied
             }
         )
     return accepted, rejected
+
+
+def _record_similar(index: NoveltyIndex, records: list[dict], k: int) -> None:
+    """Give each accepted record its k most similar pool entries as they were when it was accepted
+    (seeds and earlier acceptances, those of the same round included), in one pass for the round."""
+    entries = [r.pop("_entry") for r in records]
+    tops = index.top_k_before(entries, k) if k > 0 else [[] for _ in entries]
+    for record, top in zip(records, tops, strict=True):
+        record["most_similar"] = [{"instruction": m.text, "score": m.score} for m in top]
