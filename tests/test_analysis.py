@@ -548,3 +548,25 @@ def test_judge_of_several_inputs_uses_one_event_loop(tmp_path, flat, nlp):
     assert [s["judge"]["requests"]["requests"] for s in stats["inputs"]] == [2, 2]  # per input, not summed
     rows = {m["metric"]: m for m in stats["comparison"]["metrics"]}
     assert "judge_valid" in rows and len(rows["judge_valid"]["values"]) == 2
+
+
+def test_reusing_an_output_directory_leaves_no_stale_figures(tmp_path):
+    from self_instruct.analysis import analyze
+
+    data = tmp_path / "d.jsonl"
+    data.write_text(
+        "".join(
+            json.dumps(
+                {"instruction": f"Write a short poem about topic {i}.", "input": "", "output": f"Poem {i}."}
+            )
+            + "\n"
+            for i in range(6)
+        )
+    )
+    out = tmp_path / "rep"
+    analyze([str(data), str(data)], str(out), progress=False)
+    assert list(out.glob("compare-*.png"))
+    (out / "mine.png").write_bytes(b"not ours")
+    analyze([str(data)], str(out), progress=False)
+    assert not list(out.glob("compare-*.png")) and not list(out.glob("[0-9]-*.png"))
+    assert (out / "mine.png").exists() and (out / "lengths.png").exists()

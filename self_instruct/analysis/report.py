@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import html
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -169,6 +170,9 @@ def _write_bytes_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+_OUR_FIGURE = re.compile(r"(?:compare-|\d+-)?(?:lengths|verbs|seed_rouge)\.png")
+
+
 def write_report(report: Report, stats: dict, out_dir: str | Path) -> dict[str, str]:
     """Write the figures, report.md, report.html and stats.json (each through a temporary file and a
     rename); returns their paths by kind."""
@@ -179,6 +183,12 @@ def write_report(report: Report, stats: dict, out_dir: str | Path) -> dict[str, 
     write_text_atomic(out / "report.md", to_markdown(report))
     write_text_atomic(out / "report.html", to_html(report))
     write_json_atomic(out / "stats.json", stats)
+    # Figures an earlier report left here (e.g. one made from more inputs) would be linked from
+    # nowhere and mislead: remove ours that this report did not write.
+    written = {f.name for f in report.figures}
+    for old in out.glob("*.png"):
+        if old.name not in written and _OUR_FIGURE.fullmatch(old.name):
+            old.unlink()
     return {
         "html": str(out / "report.html"),
         "markdown": str(out / "report.md"),
