@@ -119,29 +119,44 @@ class Engine:
         response.attempts = attempts
         return response
 
-    async def _one(self, request: Request, stats: Counter, sem: asyncio.Semaphore) -> Response:
-        key = None
-        if self.cache is not None:
-            key = cache_key(self.backend.name, self.backend.model, self.backend.api, request)
-            cached = self.cache.get(key)
-            if cached is not None:
-                stats["cache_hits"] += 1
-                stats["requests"] += 1
-                return cached
-        async with sem:
-            response = await self._send(request, stats)
+    def _lookup(self, request: Request, stats: Counter) -> tuple[str | None, Response | None]:
+        """(cache key, cached response): both None without a cache; a hit is counted."""
+        if self.cache is None:
+            return None, None
+        key = cache_key(self.backend.name, self.backend.model, self.backend.api, request)
+        cached = self.cache.get(key)
+        if cached is not None:
+            stats["cache_hits"] += 1
+        return key, cached
+
+    def _account(
+        self, stats: Counter, key: str | None, response: Response, price_factor: float = 1.0
+    ) -> None:
+        """Count a response the model answered, and cache it when it succeeded."""
         if key is not None and response.ok:
             self.cache.put(key, response)
-        stats["requests"] += 1
         stats["prompt_tokens"] += response.prompt_tokens
         stats["completion_tokens"] += response.completion_tokens
         if self.price:
             stats["cost_usd"] += (
-                response.prompt_tokens * self.price.prompt
-                + response.completion_tokens * self.price.completion
-            ) / 1e6
+                price_factor
+                * (
+                    response.prompt_tokens * self.price.prompt
+                    + response.completion_tokens * self.price.completion
+                )
+                / 1e6
+            )
         if response.finish_reason == "length":
             stats["finish_length"] += 1
+
+    async def _one(self, request: Request, stats: Counter, sem: asyncio.Semaphore) -> Response:
+        stats["requests"] += 1
+        key, cached = self._lookup(request, stats)
+        if cached is not None:
+            return cached
+        async with sem:
+            response = await self._send(request, stats)
+        self._account(stats, key, response)
         return response
 
     async def run(
@@ -186,18 +201,14 @@ class Engine:
         from .batch_api import run_batch
 
         stats = self.stats.setdefault(stage, Counter())
+        stats["requests"] += len(requests)
         results: list[Response | None] = [None] * len(requests)
         cache_keys: list[str | None] = [None] * len(requests)
         todo = []
         for i, req in enumerate(requests):
-            if self.cache is not None:
-                cache_keys[i] = cache_key(self.backend.name, self.backend.model, self.backend.api, req)
-                cached = self.cache.get(cache_keys[i])
-                if cached is not None:
-                    stats["cache_hits"] += 1
-                    results[i] = cached
-                    continue
-            todo.append(i)
+            cache_keys[i], results[i] = self._lookup(req, stats)
+            if results[i] is None:
+                todo.append(i)
         start = time.perf_counter()
         if todo:
             stats["batches"] += 1
@@ -212,21 +223,8 @@ class Engine:
             for i, response in zip(todo, answers, strict=True):
                 results[i] = response
                 stats["sent"] += 1
-                stats["prompt_tokens"] += response.prompt_tokens
-                stats["completion_tokens"] += response.completion_tokens
-                if self.price:  # the Batch API costs half the list price
-                    stats["cost_usd"] += (
-                        0.5
-                        * (
-                            response.prompt_tokens * self.price.prompt
-                            + response.completion_tokens * self.price.completion
-                        )
-                        / 1e6
-                    )
                 if not response.ok:
                     stats["failures"] += 1
-                elif cache_keys[i] is not None:
-                    self.cache.put(cache_keys[i], response)
-        stats["requests"] += len(requests)
+                self._account(stats, cache_keys[i], response, price_factor=0.5)  # the Batch API: half price
         stats["seconds_waiting"] += time.perf_counter() - start
         return results  # type: ignore[return-value]

@@ -80,8 +80,10 @@ async def answered(
     size = 50_000 if batch_api else max(16, 4 * ctx.engine.concurrency)
     state = ctx.files.root / f"batch_{stage}.json"
 
+    applied = done  # what the bar showed before the batch being polled
+
     def polled(done_now: int, total: int, status: str) -> None:
-        bar.n = done + done_now
+        bar.n = applied + done_now
         bar.set_postfix(batch=status, of=total, refresh=True)
 
     try:
@@ -99,6 +101,7 @@ async def answered(
                 )
             else:
                 responses = await ctx.engine.run(requests, stage=stage, on_result=tick)
+            applied += len(batch)
             failed = [
                 failure_record(stage, rec["id"], req, resp)
                 for rec, req, resp in zip(batch, requests, responses, strict=True)
