@@ -69,7 +69,6 @@ class OpenAIBackend:
                 base_url=url, api_key=api_key or "not-needed", max_retries=0, timeout=timeout
             )
             self.endpoints.append(Endpoint(client, str(client.base_url)))
-        self.base_url = ", ".join(e.url for e in self.endpoints)
 
     async def check(self) -> None:
         """Fail fast, with a clear message, when no endpoint can be reached or the key is refused.
