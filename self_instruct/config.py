@@ -43,6 +43,9 @@ class LLMConfig:
     # overrides the built-in one (TOML only: [llm.prices] "my-model" = [0.2, 0.6]).
     prices: dict[str, list[float]] = field(default_factory=dict)
     batch_api: bool = False  # classify and instances through the OpenAI Batch API (half price, slow)
+    # Structured outputs: each stage asks for JSON of a schema (response_format / a llama.cpp grammar).
+    # auto: on for the local backend; for an endpoint, probed once per run (off if it refuses)
+    structured: str = "auto"
     batch_poll_seconds: float = 30.0
 
 
@@ -66,14 +69,17 @@ class BootstrapConfig:
 
 @dataclass
 class ClassifyConfig:
-    max_tokens: int = 3
+    max_tokens: int = 3  # completions API: the answer is one word
+    chat_max_tokens: int = 16  # chat API: room for "Yes, because ..." (only the first word counts)
+    max_attempts: int = 3  # answers asked for when they are neither yes nor no (later ones sampled)
     temperature: float = 0.0
 
 
 @dataclass
 class InstancesConfig:
     max_instances: int = 5
-    max_tokens: int = 300
+    max_tokens_input_first: int = 350  # the reference: 350 for batches without classification tasks
+    max_tokens_output_first: int = 300  # and 300 for batches that held one
     temperature: float = 0.0
     top_p: float = 1.0
     presence_penalty: float = 1.5
@@ -235,6 +241,8 @@ def validate(cfg: Config) -> None:
         bad("llm.backend", "must be auto, local or openai")
     if cfg.llm.api not in ("auto", "completions", "chat"):
         bad("llm.api", "must be auto, completions or chat")
+    if cfg.llm.structured not in ("auto", "on", "off"):
+        bad("llm.structured", "must be auto, on or off")
     if cfg.llm.batch_api and cfg.llm.backend == "local":
         bad("llm.batch_api", "needs the openai backend")
     if cfg.llm.concurrency < 1:
@@ -252,6 +260,8 @@ def validate(cfg: Config) -> None:
         bad("bootstrap.tokenizer", "must be rouge or unicode")
     if b.record_similar < 0:
         bad("bootstrap.record_similar", "must be 0 or more")
+    if cfg.classify.max_attempts < 1:
+        bad("classify.max_attempts", "must be at least 1")
     if cfg.instances.max_instances < 1:
         bad("instances.max_instances", "must be at least 1")
     if not cfg.run_name or "/" in cfg.run_name or cfg.run_name in (".", ".."):

@@ -247,7 +247,8 @@ def dataset_card(
             f"{b.get('similarity_threshold')}",
             f"- classify: max_tokens {c.get('max_tokens')}, temperature {c.get('temperature')}",
             f"- instances: temperature {i.get('temperature')}, presence_penalty {i.get('presence_penalty')}, "
-            f"max_tokens {i.get('max_tokens')}, at most {i.get('max_instances')} per task",
+            f"max_tokens {i.get('max_tokens_input_first')} (input-first) / "
+            f"{i.get('max_tokens_output_first')} (output-first), at most {i.get('max_instances')} per task",
             f"- seed tasks: `{m.get('seed_file', {}).get('path', '?')}` "
             f"(sha256 {m.get('seed_file', {}).get('sha256', '?')[:16]})",
             f"- prompt templates (sha256): {json.dumps(m.get('templates_sha256', {}))}",

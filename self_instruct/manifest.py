@@ -72,6 +72,14 @@ def count_files(files: RunFiles) -> dict:
     }
 
 
+def read_manifest(files: RunFiles) -> dict:
+    """The run's manifest, or {} when there is none (yet) or it cannot be read."""
+    try:
+        return json.loads(files.manifest.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
 def write_manifest(
     files: RunFiles,
     cfg: Config,
@@ -81,13 +89,9 @@ def write_manifest(
     n_seeds: int,
     stats: dict[str, Counter],
     session: dict,
+    structured: dict | None = None,
 ) -> dict:
-    old = {}
-    if files.manifest.exists():
-        try:
-            old = json.loads(files.manifest.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            old = {}
+    old = read_manifest(files)
     session = {**session, "requests": _rounded(stats)}
     sessions = [s for s in old.get("sessions", []) if s.get("id") != session["id"]] + [session]
     totals: dict[str, Counter] = {}
@@ -107,6 +111,7 @@ def write_manifest(
         "templates_sha256": template_hashes(),
         "packages": package_versions(),
         "config": config,
+        "structured": structured or old.get("structured"),
         "counts": count_files(files),
         "requests": _rounded(totals),
         "sessions": sessions,

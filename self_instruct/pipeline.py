@@ -11,17 +11,18 @@ from pathlib import Path
 from .config import Config
 from .errors import UserError
 from .llm import create_backend, describe
-from .llm.base import Backend, FatalError
+from .llm.base import Backend, FatalError, Request
 from .llm.cache import ResponseCache
 from .llm.engine import Engine, RetryPolicy
 from .llm.prices import price_for
-from .manifest import write_manifest
+from .manifest import read_manifest, write_manifest
 from .stages.bootstrap import run_bootstrap
 from .stages.classify import run_classify
 from .stages.common import StageContext
 from .stages.dataset import run_dataset
 from .stages.instances import run_instances
 from .store import RunFiles
+from .structured import schema_text
 from .tasks import Task, load_tasks
 
 STAGES = ("bootstrap", "classify", "instances", "dataset")
@@ -58,6 +59,35 @@ def judge_engine(cfg: Config, out_dir: Path) -> Engine:
     return make_engine(cfg, backend, out_dir)
 
 
+PROBE = "Is water wet? Answer with a JSON object whose 'answer' is Yes or No."  # resolve_structured
+
+
+async def resolve_structured(cfg: Config, backend: Backend, previous: dict | None) -> dict:
+    """Whether this run asks for structured outputs, in which form, and why (a one-line note).
+
+    ``auto``: the local backend always can (llama.cpp grammars); an endpoint is probed once with a
+    tiny schema-bound request in each ``response_format`` form, and the outcome is kept in the
+    manifest, so a resumed run neither probes again nor changes mode halfway."""
+    setting = cfg.llm.structured
+    out = {"setting": setting, "on": setting == "on", "form": None, "note": f"llm.structured = {setting}"}
+    probe = getattr(backend, "probe_structured", None)
+    if previous and previous.get("setting") == setting and previous.get("model") == backend.model:
+        out = previous
+    elif setting == "auto" and probe is None:
+        out.update(on=True, note="llm.structured = auto: the backend constrains decoding itself")
+    elif probe is not None and setting != "off":
+        request = Request(prompt=PROBE, max_tokens=16, schema=schema_text("classify", 1), seed=cfg.seed)
+        form, why = await probe(request)
+        if setting == "on" and form is None:
+            raise UserError(f"setting 'llm.structured' is on, but the server refuses it: {why}")
+        out.update(on=form is not None, form=form, note=f"llm.structured = {setting}: {why}")
+        if form is None:
+            out["note"] += "; using text answers"
+    if out.get("form"):
+        backend.json_form = out["form"]  # type: ignore[attr-defined]
+    return {**out, "model": backend.model}
+
+
 def run(cfg: Config, stages: tuple[str, ...] = STAGES, *, backend: Backend | None = None) -> RunSummary:
     """Run the given stages on ``cfg.run_dir``; ``backend`` replaces the configured one (tests, embedding)."""
     seeds = load_tasks(cfg.seed_file)
@@ -82,7 +112,17 @@ async def _run(
             raise UserError(str(e)) from None
     files.root.mkdir(parents=True, exist_ok=True)
     engine = make_engine(cfg, backend, files.root) if backend else None
-    ctx = StageContext(cfg, engine, files)
+    structured: dict | None = read_manifest(files).get("structured")
+    notes: list[str] = []
+    if backend is not None:
+        try:
+            structured = await resolve_structured(cfg, backend, structured)
+        except BaseException:
+            await backend.close()
+            raise
+        if cfg.llm.structured == "auto" and not structured["on"]:
+            notes.append(structured["note"])
+    ctx = StageContext(cfg, engine, files, structured=bool(structured and structured["on"]))
     started = time.time()
     session = {
         "id": uuid.uuid4().hex[:12],
@@ -91,7 +131,6 @@ async def _run(
         "stage_seconds": {},
         "status": "running",
     }
-    notes: list[str] = []
 
     def save() -> dict:
         session["wall_seconds"] = round(time.time() - started, 3)
@@ -103,6 +142,7 @@ async def _run(
             n_seeds=len(seeds),
             stats=engine.stats if engine else {},
             session=session,
+            structured=structured,
         )
 
     try:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import random
 
 from self_instruct.llm.base import Request, Response
+from self_instruct.prompts import CHAT_CLASSIFY_QUESTION
 
 WORDS = [
     "river",
@@ -99,10 +101,35 @@ def instruction_text(rng: random.Random) -> str:
     return f"{verb} the {words}{suffix}."
 
 
+def json_answer(prompt: str, schema: dict) -> str:
+    """A structured answer: the JSON object the schema asks for, with the same content as the text."""
+    rng = _rng(prompt)
+    props = schema["properties"]
+    instruction = prompt.rstrip().rsplit("Task:", 1)[-1]
+    if "answer" in props:
+        return json.dumps({"answer": "Yes" if "Classify" in instruction or "Task:" not in prompt else "No"})
+    if "instructions" in props:
+        return json.dumps({"instructions": [instruction_text(rng) for _ in range(rng.randint(2, 5))]})
+    if "class_label" in props["examples"]["items"]["properties"]:
+        pairs = [("Positive", "A bright, kind morning."), ("Negative", "A cold, rude evening.")]
+        return json.dumps({"examples": [{"class_label": c, "input": i} for c, i in pairs]})
+    k = rng.randint(1, 99)
+    return json.dumps({"examples": [{"input": f"case {j}", "output": f"result {j}"} for j in (k, k + 1)]})
+
+
+def respond(kind: str, body: dict) -> str:
+    """The scripted model behind the test HTTP server (both APIs, structured outputs included)."""
+    prompt = body["messages"][-1]["content"] if kind == "chat" else body["prompt"]
+    fmt = body.get("response_format") or {}
+    if fmt.get("type") == "json_schema":
+        return json_answer(prompt, fmt["json_schema"]["schema"])
+    return answer(prompt, chat=kind == "chat")
+
+
 def answer(prompt: str, *, chat: bool = False) -> str:
     """What the scripted model says to one of our prompts."""
     rng = _rng(prompt)
-    tail = prompt.rstrip()
+    tail = prompt.rstrip().removesuffix(CHAT_CLASSIFY_QUESTION).rstrip()
     if tail.endswith("### Review"):  # analyze --judge (chat)
         return "Valid: yes\nInput fits: yes\nOutput correct: no"
     if tail.endswith("### Review\nValid:"):  # analyze --judge (completions: the first label is given)
@@ -142,7 +169,10 @@ class ScriptedBackend:
         self.calls.append(request)
         if self.jitter:
             await asyncio.sleep(random.random() * self.jitter)
-        text = answer(request.prompt, chat=self.api == "chat")
+        if request.schema:
+            text = json_answer(request.prompt, json.loads(request.schema))
+        else:
+            text = answer(request.prompt, chat=self.api == "chat")
         for s in request.stop:
             if s in text:
                 text = text[: text.index(s)]

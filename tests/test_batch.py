@@ -9,7 +9,7 @@ import time
 from helpers import SEEDS, cli, cli_command, cli_env
 from openai_server import FakeOpenAIServer
 from rouge_score import rouge_scorer
-from test_engine import responder
+from scripted import respond as responder
 
 from self_instruct.store import read_jsonl
 

@@ -7,7 +7,8 @@ import time
 
 from helpers import check_run_dir, cli, cli_command, cli_env
 from openai_server import FakeOpenAIServer
-from test_engine import DATA_FILES, generate_args, responder
+from scripted import respond as responder
+from test_engine import DATA_FILES, generate_args
 
 
 def test_batch_api_gives_the_same_dataset_as_live_requests(tmp_path):

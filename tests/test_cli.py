@@ -107,7 +107,8 @@ def test_analyze_writes_a_report_and_rejects_bad_paths(tmp_path):
 
 def test_analyze_judge_through_the_test_server(tmp_path):
     from openai_server import FakeOpenAIServer
-    from test_engine import generate_args, responder
+    from scripted import respond as responder
+    from test_engine import generate_args
 
     with FakeOpenAIServer(responder) as server:
         assert cli(*generate_args(server, "j", "--target", "6"), cwd=tmp_path).returncode == 0

@@ -8,7 +8,7 @@ import time
 
 from helpers import SEEDS, check_run_dir, cli, cli_command, cli_env
 from openai_server import FakeOpenAIServer, Fault
-from scripted import answer
+from scripted import respond
 
 DATA_FILES = (
     "machine_instructions.jsonl",
@@ -21,16 +21,11 @@ DATA_FILES = (
 )
 
 
-def responder(kind: str, body: dict) -> str:
-    if kind == "chat":
-        return answer(body["messages"][-1]["content"], chat=True)
-    return answer(body["prompt"])
-
-
 def generate_args(server, run_name: str, *extra: str) -> list[str]:
     return [
         *("generate", "--base-url", server.base_url, "--api", "completions", "--seed-file", str(SEEDS)),
         *("--run-name", run_name, "--no-progress", "--llm-retry-initial", "0.01", "--llm-retry-max", "0.05"),
+        *("--llm-structured", "off"),  # text answers, so fault rules see only stage requests
         *extra,
     ]
 
@@ -55,7 +50,7 @@ def test_every_fault_is_retried_counted_and_nothing_is_lost(tmp_path):
         Fault(empty_choices=True),
         Fault(truncate=True),
     ]
-    with FakeOpenAIServer(responder) as server:
+    with FakeOpenAIServer(respond) as server:
         assert (
             cli(*generate_args(server, "clean", "--target", "12", "--no-cache"), cwd=tmp_path).returncode == 0
         )
@@ -79,7 +74,7 @@ def test_every_fault_is_retried_counted_and_nothing_is_lost(tmp_path):
 
 
 def test_length_cut_responses_keep_their_complete_items(tmp_path):
-    with FakeOpenAIServer(responder) as server:
+    with FakeOpenAIServer(respond) as server:
         server.set_fault_rule(lambda n, body: Fault(finish_reason="length") if "prompt" in body else None)
         proc = cli(*generate_args(server, "cut", "--target", "6", "--no-cache"), cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr
@@ -90,7 +85,7 @@ def test_length_cut_responses_keep_their_complete_items(tmp_path):
 
 
 def test_request_that_keeps_failing_is_recorded_not_dropped(tmp_path):
-    with FakeOpenAIServer(responder) as server:
+    with FakeOpenAIServer(respond) as server:
         # Every classification request fails: they end in failures.jsonl; bootstrap is unaffected.
         server.set_fault_rule(
             lambda n, body: Fault(status=500) if body["prompt"].endswith("Classification:") else None
@@ -107,7 +102,7 @@ def test_request_that_keeps_failing_is_recorded_not_dropped(tmp_path):
 
 def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_result(tmp_path):
     rng = random.Random(3)
-    with FakeOpenAIServer(responder, latency=0.05) as server:
+    with FakeOpenAIServer(respond, latency=0.05) as server:
         args = generate_args(server, "whole", "--target", "60", "--concurrency", "4")
         assert cli(*args, cwd=tmp_path).returncode == 0
         args = generate_args(server, "killed", "--target", "60", "--concurrency", "4")
@@ -137,7 +132,7 @@ def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_result(tm
 
 def test_concurrency_and_random_latency_do_not_change_the_output(tmp_path):
     rng = random.Random(5)
-    with FakeOpenAIServer(responder) as server:
+    with FakeOpenAIServer(respond) as server:
         server.set_fault_rule(lambda n, body: Fault(delay=rng.uniform(0, 0.03)))
         for run, conc in (("c1", "1"), ("c16", "16")):
             proc = cli(*generate_args(server, run, "--target", "30", "--concurrency", conc), cwd=tmp_path)
@@ -146,7 +141,7 @@ def test_concurrency_and_random_latency_do_not_change_the_output(tmp_path):
 
 
 def test_scale_out_survives_an_endpoint_that_starts_failing(tmp_path):
-    with FakeOpenAIServer(responder) as good, FakeOpenAIServer(responder) as bad:
+    with FakeOpenAIServer(respond) as good, FakeOpenAIServer(respond) as bad:
         bad.set_fault_rule(lambda n, body: Fault(status=503) if n >= 5 else None)
         proc = cli(
             *generate_args(good, "fleet", "--target", "30", "--concurrency", "8"),
@@ -165,7 +160,7 @@ def test_scale_out_survives_an_endpoint_that_starts_failing(tmp_path):
 
 
 def test_rerun_replays_from_the_cache_without_calling_the_model(tmp_path):
-    with FakeOpenAIServer(responder) as server:
+    with FakeOpenAIServer(respond) as server:
         assert cli(*generate_args(server, "cached", "--target", "10"), cwd=tmp_path).returncode == 0
         first = {n: (tmp_path / "outputs" / "cached" / n).read_bytes() for n in DATA_FILES}
         sent = server.counts["completions"]
@@ -187,7 +182,7 @@ def test_rerun_replays_from_the_cache_without_calling_the_model(tmp_path):
 
 
 def test_rate_limit_and_cost_accounting(tmp_path):
-    with FakeOpenAIServer(responder) as server:
+    with FakeOpenAIServer(respond) as server:
         start = time.monotonic()
         proc = cli(
             *generate_args(server, "priced", "--target", "12", "--model", "gpt-4o-mini"),

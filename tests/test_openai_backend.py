@@ -8,25 +8,20 @@ import time
 import pytest
 from helpers import SEEDS, check_run_dir, cli, cli_command, cli_env
 from openai_server import FakeOpenAIServer, Fault
-from scripted import answer
+from scripted import respond
 
 from self_instruct.store import read_jsonl
 
 
-def responder(kind: str, body: dict) -> str:
-    if kind == "chat":
-        return answer(body["messages"][-1]["content"], chat=True)
-    return answer(body["prompt"])
-
-
+@pytest.mark.parametrize("structured", ["auto", "off"])
 @pytest.mark.parametrize("api", ["completions", "chat"])
-def test_generate_over_http(tmp_path, api):
-    with FakeOpenAIServer(responder, api_key="sk-test-secret") as server:
+def test_generate_over_http(tmp_path, api, structured):
+    with FakeOpenAIServer(respond, api_key="sk-test-secret") as server:
         proc = cli(
             "generate",
             *("--base-url", server.base_url, "--api", api, "--model", "test-model"),
             *("--seed-file", str(SEEDS), "--target", "10", "--run-name", "http", "--no-progress"),
-            *("--concurrency", "4"),
+            *("--concurrency", "4", "--llm-structured", structured),
             cwd=tmp_path,
             env={"OPENAI_API_KEY": "sk-test-secret"},
         )
@@ -35,6 +30,17 @@ def test_generate_over_http(tmp_path, api):
         assert kinds == {api}
         first = next(r for r in server.requests if r["kind"] == api)["body"]
         assert first["model"] == "test-model"
+        # auto probes the server once; it follows the schema, so every stage request carries one
+        formats = [r["body"].get("response_format") for r in server.requests if r["kind"] == api]
+        if structured == "auto":
+            assert all(f and f["type"] == "json_schema" for f in formats)
+            assert {f["json_schema"]["schema"]["required"][0] for f in formats[1:]} == {
+                "instructions",
+                "answer",
+                "examples",
+            }
+        else:
+            assert not any(formats)
     run_dir = tmp_path / "outputs" / "http"
     check_run_dir(run_dir)
     assert len(read_jsonl(run_dir / "machine_instructions.jsonl")) == 10
@@ -43,6 +49,7 @@ def test_generate_over_http(tmp_path, api):
     manifest_text = (run_dir / "manifest.json").read_text()
     manifest = json.loads(manifest_text)
     assert manifest["backend"]["name"] == "openai" and manifest["backend"]["api"] == api
+    assert manifest["structured"]["on"] is (structured == "auto")
     assert manifest["counts"]["dataset_rows"] == len(rows)
     assert manifest["requests"]["bootstrap"]["prompt_tokens"] > 0
     for path in run_dir.iterdir():
@@ -51,13 +58,13 @@ def test_generate_over_http(tmp_path, api):
 
 
 def test_transient_faults_are_retried_and_counted(tmp_path):
-    with FakeOpenAIServer(responder) as server:
+    with FakeOpenAIServer(respond) as server:
         server.add_faults(Fault(status=429, retry_after=0.01), Fault(status=503), Fault(malformed=True))
         proc = cli(
             "generate",
             *("--base-url", server.base_url, "--api", "completions", "--seed-file", str(SEEDS)),
             *("--target", "4", "--run-name", "f", "--no-progress", "--concurrency", "1"),
-            *("--llm-retry-initial", "0.01"),
+            *("--llm-retry-initial", "0.01", "--llm-structured", "off"),
             cwd=tmp_path,
         )
     assert proc.returncode == 0, proc.stderr
@@ -67,7 +74,7 @@ def test_transient_faults_are_retried_and_counted(tmp_path):
 
 
 def test_bad_key_stops_at_once_with_a_clear_message(tmp_path):
-    with FakeOpenAIServer(responder, api_key="right") as server:
+    with FakeOpenAIServer(respond, api_key="right") as server:
         proc = cli(
             "generate",
             *("--base-url", server.base_url, "--seed-file", str(SEEDS), "--no-progress"),
@@ -80,7 +87,7 @@ def test_bad_key_stops_at_once_with_a_clear_message(tmp_path):
 
 
 def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(tmp_path):
-    with FakeOpenAIServer(responder, latency=0.05) as server:
+    with FakeOpenAIServer(respond, latency=0.05) as server:
         args = [
             *("generate", "--base-url", server.base_url, "--api", "completions", "--seed-file", str(SEEDS)),
             *("--target", "40", "--no-progress", "--concurrency", "1"),

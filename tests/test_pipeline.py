@@ -19,6 +19,7 @@ SEEDS = str(Path(__file__).parent.parent / "seeds" / "seed_tasks.jsonl")
 
 def make_cfg(tmp_path, **over):
     base = {"output_dir": str(tmp_path), "run_name": "r", "seed_file": SEEDS, "target": 12, "progress": False}
+    base["llm.structured"] = "off"  # text answers; tests that want JSON say so
     base.update(over)
     return load_config(None, base)
 

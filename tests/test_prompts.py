@@ -2,11 +2,14 @@ import re
 
 import pytest
 
-from self_instruct.prompts import (
+from self_instruct.parsing import (
     parse_classification,
     parse_input_first,
     parse_instructions,
     parse_output_first,
+)
+from self_instruct.prompts import (
+    json_demos,
     render_bootstrap,
     render_classify,
     render_input_first,
@@ -34,7 +37,7 @@ def test_continuation_list_is_split_into_items():
     text = (
         " Plan a picnic for six people.\n10. Explain why the sky looks blue.\n11. Name three prime numbers."
     )
-    assert parse(text).items == [
+    assert parse(text).kept == [
         "Plan a picnic for six people.",
         "Explain why the sky looks blue.",
         "Name three prime numbers.",
@@ -45,7 +48,7 @@ def test_ragged_numbering_and_separators_are_accepted():
     text = (
         " First task here please.\n12) Second task here please.\n10 . Third task here please.\n3: Fourth one."
     )
-    assert parse(text).items == [
+    assert parse(text).kept == [
         "First task here please.",
         "Second task here please.",
         "Third task here please.",
@@ -55,25 +58,27 @@ def test_ragged_numbering_and_separators_are_accepted():
 
 def test_wrapped_item_lines_are_joined():
     text = " Write a short story about\na lighthouse keeper.\n10. Another task to do."
-    assert parse(text).items == ["Write a short story about a lighthouse keeper.", "Another task to do."]
+    assert parse(text).kept == ["Write a short story about a lighthouse keeper.", "Another task to do."]
 
 
 def test_trailing_junk_after_blank_line_is_ignored():
     text = " Task one is this.\n10. Task two is this.\n\nI hope these tasks help you!"
-    assert parse(text, continuation=False).items == ["Task two is this."]  # chat: unnumbered preamble skipped
-    assert parse(text).items == ["Task one is this.", "Task two is this."]
+    assert parse(text, continuation=False).kept == ["Task two is this."]  # chat: unnumbered preamble skipped
+    assert parse(text).kept == ["Task one is this.", "Task two is this."]
 
 
 def test_truncated_last_item_is_set_apart():
     text = " Complete task one.\n10. Complete task two.\n11. Incomplete ta"
     parsed = parse(text, finish="length")
-    assert parsed.items == ["Complete task one.", "Complete task two."]
-    assert parsed.truncated == "Incomplete ta"
+    assert parsed.kept == ["Complete task one.", "Complete task two."]
+    assert parsed.rejected == [("truncated", "Incomplete ta")]
 
 
 def test_items_beyond_max_are_cut():
     text = " a1 b c.\n" + "\n".join(f"{n}. item {n} x y." for n in range(10, 20))
-    assert len(parse(text, max_items=7).items) == 7
+    parsed = parse(text, max_items=7)
+    assert len(parsed.kept) == 7
+    assert parsed.rejected == [("over_cap", f"Item {n} x y.") for n in range(16, 20)]
 
 
 def test_chat_answer_with_preamble_markdown_and_closing_remark():
@@ -85,7 +90,7 @@ def test_chat_answer_with_preamble_markdown_and_closing_remark():
         "* Suggest a name for a cat.\n\n"
         "Let me know if you need more!"
     )
-    assert parse(text, continuation=False).items == [
+    assert parse(text, continuation=False).kept == [
         "Summarize the plot of a novel.",
         "Translate a greeting into German.",
         "Rank four fruits by sweetness.",
@@ -94,23 +99,23 @@ def test_chat_answer_with_preamble_markdown_and_closing_remark():
 
 
 def test_first_letter_is_upper_cased_without_lowercasing_the_rest():
-    assert parse(" convert 5 km to miles with NASA data.").items == ["Convert 5 km to miles with NASA data."]
+    assert parse(" convert 5 km to miles with NASA data.").kept == ["Convert 5 km to miles with NASA data."]
 
 
 @pytest.mark.parametrize(
     ("answer", "expected"),
     [
-        (" Yes", True),
-        ("Yes.", True),
-        (" yes, it is", True),
-        (" No", False),
-        ("no", False),
-        (" Maybe", None),
-        ("", None),
+        (" Yes", "yes"),
+        ("Yes.", "yes"),
+        (" yes, it is", "yes"),
+        (" No", "no"),
+        ("no", "no"),
+        (" Maybe", "ambiguous"),
+        ("", "ambiguous"),
     ],
 )
 def test_classification_answers(answer, expected):
-    assert parse_classification(answer) is expected
+    assert parse_classification(answer) == expected
 
 
 def test_classify_prompt_ends_with_target():
@@ -122,7 +127,7 @@ def test_classify_prompt_ends_with_target():
 def test_input_first_continuation_with_and_without_input():
     text = "Input: 2 + 2\nOutput: 4\nExample 2\nOutput: A fact with no input.\nExample 3\nInput: x\nOutput: y"
     parsed = parse_input_first(text, finish_reason="stop", continuation=True)
-    assert parsed.instances == [
+    assert parsed.kept == [
         Instance("2 + 2", "4"),
         Instance("", "A fact with no input."),
         Instance("x", "y"),
@@ -132,8 +137,8 @@ def test_input_first_continuation_with_and_without_input():
 def test_input_first_multiline_fields_and_truncation():
     text = "Input: line one\nline two\nOutput: out one\nout two\nExample 2\nInput: cut\nOutput: cut sho"
     parsed = parse_input_first(text, finish_reason="length", continuation=True)
-    assert parsed.instances == [Instance("line one\nline two", "out one\nout two")]
-    assert parsed.truncated.startswith("Input: cut")
+    assert parsed.kept == [Instance("line one\nline two", "out one\nout two")]
+    assert parsed.rejected == [("truncated", "Example 2 Input: cut Output: cut sho")]
 
 
 def test_input_first_chat_answer_repeating_the_task_and_using_bold_labels():
@@ -144,22 +149,30 @@ def test_input_first_chat_answer_repeating_the_task_and_using_bold_labels():
         "Task: Something else entirely."
     )
     parsed = parse_input_first(text, finish_reason="stop", continuation=False)
-    assert parsed.instances == [Instance("3 and 4", "7"), Instance("10 and 5", "15")]
+    assert parsed.kept == [Instance("3 and 4", "7"), Instance("10 and 5", "15")]
+    assert parsed.rejected == [
+        ("prompt_echo", "Task: Add two numbers."),
+        ("next_task", "Task: Something else entirely."),
+    ]
 
 
 def test_input_first_chunk_without_output_is_unparsable():
     parsed = parse_input_first(
         "Input: only input\nExample 2\nOutput: ok", finish_reason="stop", continuation=True
     )
-    assert parsed.instances == [Instance("", "ok")]
-    assert parsed.unparsable == ["Input: only input"]
+    assert parsed.kept == [Instance("", "ok")]
+    assert parsed.rejected == [("unparsable", "Input: only input")]
 
 
 def test_output_first_pairs():
     text = " Positive\nInput: I love it.\nClass label: Negative\nInput: I hate it.\nClass label: Neutral"
     parsed = parse_output_first(text, finish_reason="stop", continuation=True)
-    assert parsed.instances == [Instance("I love it.", "Positive"), Instance("I hate it.", "Negative")]
-    assert parsed.unparsable == ["Neutral"]
+    # A label with nothing after it is a label-only class: an empty input, as in the reference.
+    assert parsed.kept == [
+        Instance("I love it.", "Positive"),
+        Instance("I hate it.", "Negative"),
+        Instance("", "Neutral"),
+    ]
 
 
 def test_output_first_chat_answer():
@@ -168,7 +181,7 @@ def test_output_first_chat_answer():
         "Class label: Not spam\nInput: See you at 5."
     )
     parsed = parse_output_first(text, finish_reason="stop", continuation=False)
-    assert parsed.instances == [
+    assert parsed.kept == [
         Instance("WIN A PRIZE now\nline 2", "Spam"),
         Instance("See you at 5.", "Not spam"),
     ]
@@ -193,8 +206,8 @@ def test_input_first_template_demos_parse_with_our_parser():
         task, rest = block.split("\n", 1)
         assert task.startswith("Task: ") and rest.startswith("Example 1\n")
         parsed = parse_input_first(rest.split("\n", 1)[1], finish_reason="stop", continuation=True)
-        assert parsed.instances and not parsed.unparsable
-        assert len(parsed.instances) == len(re.findall(r"^Example \d+$", rest, re.M))
+        assert parsed.kept and not parsed.rejected
+        assert len(parsed.kept) == len(re.findall(r"^Example \d+$", rest, re.M))
 
 
 def test_output_first_template_demos_parse_with_our_parser():
@@ -204,8 +217,8 @@ def test_output_first_template_demos_parse_with_our_parser():
         rest = block.split("\n", 1)[1]
         assert rest.startswith("Class label:")
         parsed = parse_output_first(rest[len("Class label:") :], finish_reason="stop", continuation=True)
-        assert len(parsed.instances) >= 2 and not parsed.unparsable
-        assert len({i.output for i in parsed.instances}) >= 2  # several labels per task
+        assert len(parsed.kept) >= 2 and not parsed.rejected
+        assert len({i.output for i in parsed.kept}) >= 2  # several labels per task
 
 
 def test_instance_prompts_end_where_the_model_continues():
@@ -215,5 +228,25 @@ def test_instance_prompts_end_where_the_model_continues():
 
 def test_template_hashes_cover_every_template():
     hashes = template_hashes()
-    assert set(hashes) == {"bootstrap", "classify", "instances_input_first", "instances_output_first"}
-    assert len(set(hashes.values())) == 4
+    assert set(hashes) == {
+        "bootstrap",
+        "bootstrap_json",
+        "classify",
+        "instances_input_first",
+        "instances_output_first",
+    }
+    assert len(set(hashes.values())) == 5
+
+
+@pytest.mark.parametrize("name", ["classify", "instances_input_first", "instances_output_first"])
+def test_structured_prompts_show_every_demo_as_json(name):
+    head, demos = json_demos(name)
+    assert head == template(name).split("\n\n", 1)[0]
+    assert len(demos) == len(_demo_blocks(name))
+    for _, obj in demos:
+        if name == "classify":
+            assert obj["answer"] in ("Yes", "No")
+        else:
+            assert obj["examples"] and all(
+                all(v.strip() or k == "input" for k, v in e.items()) for e in obj["examples"]
+            )

@@ -20,11 +20,18 @@ class Request:
     frequency_penalty: float = 0.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    # A JSON schema (compact JSON text) the answer must follow: structured outputs. None: free text.
+    schema: str | None = None
+    # Top log-probabilities wanted for the first generated token (0: none).
+    logprobs: int = 0
 
     def sampling(self) -> dict:
         d = asdict(self)
         d.pop("prompt")
         d["stop"] = list(self.stop)
+        for key in ("schema", "logprobs"):  # absent unless used, so older cache keys stay valid
+            if not d[key]:
+                d.pop(key)
         return d
 
 
@@ -37,6 +44,8 @@ class Response:
     error: str | None = None  # set when the request failed for good (after retries)
     attempts: int = 1
     meta: dict = field(default_factory=dict)
+    # The first generated token's top alternatives, token -> log-probability (when asked for).
+    top_logprobs: dict[str, float] | None = None
 
     @property
     def ok(self) -> bool:

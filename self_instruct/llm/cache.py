@@ -42,6 +42,7 @@ class ResponseCache:
             finish_reason=d["finish_reason"],
             prompt_tokens=d.get("prompt_tokens", 0),
             completion_tokens=d.get("completion_tokens", 0),
+            top_logprobs=d.get("top_logprobs"),
         )
 
     def put(self, key: str, response: Response) -> None:
@@ -51,6 +52,8 @@ class ResponseCache:
             "prompt_tokens": response.prompt_tokens,
             "completion_tokens": response.completion_tokens,
         }
+        if response.top_logprobs is not None:
+            value["top_logprobs"] = response.top_logprobs
         self._db.execute(
             "INSERT OR REPLACE INTO responses (key, value) VALUES (?, ?)",
             (key, json.dumps(value, ensure_ascii=False)),

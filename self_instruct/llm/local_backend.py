@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import threading
 from importlib import resources
 from pathlib import Path
 
-from llama_cpp import StoppingCriteriaList
+from llama_cpp import LlamaGrammar, StoppingCriteriaList
 
 from ..errors import UserError
 from .base import Api, Request, Response
@@ -89,6 +90,7 @@ class LocalBackend:
         self._lock = threading.Lock()
         # Set when the caller gives up (Ctrl-C): llama.cpp checks it after every token and stops.
         self._cancel = threading.Event()
+        self._grammars: dict[str, LlamaGrammar] = {}
 
     def _run(self, request: Request) -> Response:
         kwargs = dict(
@@ -101,10 +103,14 @@ class LocalBackend:
             seed=request.seed,
             stopping_criteria=StoppingCriteriaList([lambda tokens, logits: self._cancel.is_set()]),
         )
+        if request.schema and self.api == "completions":
+            kwargs["grammar"] = self._grammar(request.schema)
         with self._lock:
             if self._cancel.is_set():
                 raise asyncio.CancelledError
             if self.api == "chat":
+                if request.schema:
+                    kwargs["response_format"] = {"type": "json_object", "schema": json.loads(request.schema)}
                 out = self._llama.create_chat_completion(
                     messages=[{"role": "user", "content": request.prompt}], **kwargs
                 )
@@ -121,6 +127,14 @@ class LocalBackend:
             prompt_tokens=usage.get("prompt_tokens", 0),
             completion_tokens=usage.get("completion_tokens", 0),
         )
+
+    def _grammar(self, schema: str):
+        """A llama.cpp grammar that only lets the model write JSON of this schema (built once)."""
+        grammar = self._grammars.get(schema)
+        if grammar is None:
+            with _quiet_stderr():
+                grammar = self._grammars[schema] = LlamaGrammar.from_json_schema(schema, verbose=False)
+        return grammar
 
     async def complete(self, request: Request) -> Response:
         try:

@@ -6,6 +6,7 @@ Errors are sorted into TransientError (retry) and FatalError (stop the run).
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 
@@ -20,6 +21,40 @@ def _retry_after(err: openai.APIStatusError) -> float | None:
         return float(value) if value is not None else None
     except ValueError:
         return None
+
+
+JSON_FORMS = ("json_schema", "json_object")
+
+
+def response_format(schema: str, form: str = "json_schema") -> dict:
+    """A schema as ``response_format``: the ``json_schema`` form of OpenAI, vLLM, SGLang, Ollama and
+    llama.cpp's own server, or the ``json_object`` + ``schema`` form of llama-cpp-python's server."""
+    if form == "json_object":
+        return {"type": "json_object", "schema": json.loads(schema)}
+    return {
+        "type": "json_schema",
+        "json_schema": {"name": "answer", "schema": json.loads(schema), "strict": True},
+    }
+
+
+def first_token_logprobs(logprobs) -> dict[str, float] | None:
+    """The first generated token's top alternatives from a choice's ``logprobs``, in either API's form.
+
+    chat: ``{"content": [{"token", "logprob", "top_logprobs": [{"token", "logprob"}, ...]}, ...]}``;
+    completions: ``{"tokens": [...], "top_logprobs": [{token: logprob, ...}, ...]}``."""
+    if not isinstance(logprobs, dict):
+        return None
+    content = logprobs.get("content")
+    if isinstance(content, list) and content:
+        first = content[0] or {}
+        out = {t["token"]: t["logprob"] for t in first.get("top_logprobs") or [] if "token" in t}
+        if "token" in first and "logprob" in first:
+            out.setdefault(first["token"], first["logprob"])
+        return out or None
+    top = logprobs.get("top_logprobs")
+    if isinstance(top, list) and top and isinstance(top[0], dict):
+        return {str(k): float(v) for k, v in top[0].items()} or None
+    return None
 
 
 @dataclass
@@ -60,6 +95,7 @@ class OpenAIBackend:
         self.model = model
         self.api = api
         self.max_concurrency = max_concurrency
+        self.json_form = "json_schema"  # how response_format carries a schema (see probe_structured)
         self.rest_after = rest_after
         self.rest_seconds = rest_seconds
         self.endpoints = []
@@ -115,6 +151,25 @@ class OpenAIBackend:
         ep.consecutive_failures = 0
         return response
 
+    async def probe_structured(self, request: Request) -> tuple[str | None, str]:
+        """Which ``response_format`` form the endpoint follows for a schema-bound request, if any.
+
+        One attempt per form, no retries: a server that does not know a form answers 400 or 500
+        (llama-cpp-python), or ignores it and writes free text. Returns (form or None, why)."""
+        why = []
+        for form in JSON_FORMS:
+            self.json_form = form
+            try:
+                response = await self.complete(request)
+            except (TransientError, FatalError) as e:
+                why.append(f"{form}: {str(e)[:120]}")
+                continue
+            if response.text.lstrip().startswith(("{", "```")):
+                return form, f"the server follows response_format ({form})"
+            why.append(f"{form}: ignored")
+        self.json_form = JSON_FORMS[0]
+        return None, "; ".join(why)
+
     def endpoint_stats(self) -> list[dict]:
         return [{"url": e.url, "requests": e.requests, "failures": e.failures} for e in self.endpoints]
 
@@ -140,6 +195,13 @@ class OpenAIBackend:
             body["messages"] = [{"role": "user", "content": request.prompt}]
         else:
             body["prompt"] = request.prompt
+        if request.schema:
+            body["response_format"] = response_format(request.schema, self.json_form)
+        if request.logprobs:
+            if self.api == "chat":
+                body["logprobs"], body["top_logprobs"] = True, request.logprobs
+            else:
+                body["logprobs"] = request.logprobs
         return body
 
     def parse(self, out: dict) -> Response:
@@ -157,10 +219,15 @@ class OpenAIBackend:
             finish_reason=choice.get("finish_reason") or "stop",
             prompt_tokens=usage.get("prompt_tokens") or 0,
             completion_tokens=usage.get("completion_tokens") or 0,
+            top_logprobs=first_token_logprobs(choice.get("logprobs")),
         )
 
     async def _call(self, client: openai.AsyncOpenAI, request: Request) -> Response:
         body = self.body(request)
+        if self.api == "completions" and "response_format" in body:
+            # Not a parameter of OpenAI's completions API; servers that take it (vLLM, llama.cpp)
+            # read it from the body.
+            body["extra_body"] = {"response_format": body.pop("response_format")}
         try:
             if self.api == "chat":
                 out = await client.chat.completions.create(**body)

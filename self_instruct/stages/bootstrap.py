@@ -21,8 +21,10 @@ from dataclasses import dataclass
 from ..filters import check_instruction
 from ..llm.base import Request
 from ..novelty import NoveltyIndex
-from ..prompts import parse_instructions, render_bootstrap
+from ..parsing import parse_instructions
+from ..prompts import render_bootstrap, render_bootstrap_json, template
 from ..store import write_jsonl_atomic
+from ..structured import parse_list_json, schema_text
 from ..tasks import Task
 from .common import StageContext, drop_uncommitted, failure_record, live_stats, progress
 
@@ -67,16 +69,22 @@ def build_request(ctx: StageContext, i: int, seeds: list[str], machine: list[str
         rng, seeds, machine, b.num_prompt_instructions, b.num_machine_instructions
     )
     stop_at = len(shown) + b.max_new_per_request + 1
+    if ctx.structured:
+        prompt, stop = render_bootstrap_json(shown, b.max_new_per_request), ()
+    elif ctx.api_is_completions:  # a blank line ends a continued list
+        prompt, stop = render_bootstrap(shown), ("\n\n", f"\n{stop_at}.")
+    else:  # a chat answer may space its items with blank lines
+        prompt, stop = render_bootstrap(shown), (f"\n{stop_at}.",)
     return Request(
-        prompt=render_bootstrap(shown),
+        prompt=prompt,
         max_tokens=b.max_tokens,
         temperature=b.temperature,
         top_p=b.top_p,
         presence_penalty=b.presence_penalty,
         frequency_penalty=b.frequency_penalty,
-        # A blank line ends a continued list; a chat answer may space its items with blank lines.
-        stop=("\n\n", f"\n{stop_at}.") if ctx.api_is_completions else (f"\n{stop_at}.",),
+        stop=stop,
         seed=ctx.cfg.seed * 1_000_003 + i,
+        schema=schema_text("bootstrap", b.max_new_per_request) if ctx.structured else None,
     )
 
 
@@ -160,19 +168,25 @@ def _apply(ctx: StageContext, i: int, req: Request, resp, index: NoveltyIndex, n
     rejected: list[dict] = []
     if not resp.ok:
         return accepted, rejected
-    first = b.num_prompt_instructions + 1
-    parsed = parse_instructions(
-        resp.text,
-        first_number=first,
-        finish_reason=resp.finish_reason,
-        continuation=ctx.api_is_completions,
-        max_items=b.max_new_per_request,
-    )
-    if parsed.truncated is not None:
-        rejected.append(
-            {"stage": STAGE, "request": i, "reason": "truncated", "instruction": parsed.truncated}
+    parsed = None
+    if ctx.structured:
+        parsed = parse_list_json(
+            resp.text, STAGE, finish_reason=resp.finish_reason, max_items=b.max_new_per_request
         )
-    items = parsed.items
+    if parsed is None:
+        parsed = parse_instructions(
+            resp.text,
+            first_number=b.num_prompt_instructions + 1,
+            finish_reason=resp.finish_reason,
+            continuation=ctx.api_is_completions,
+            max_items=b.max_new_per_request,
+            header=template("bootstrap"),
+        )
+    rejected += [
+        {"stage": STAGE, "request": i, "reason": reason, "instruction": text}
+        for reason, text in parsed.rejected
+    ]
+    items = parsed.kept
     if resp.finish_reason == "length" and not b.keep_truncated:
         rejected += [{"stage": STAGE, "request": i, "reason": "truncated", "instruction": t} for t in items]
         items = []

@@ -20,6 +20,7 @@ class StageContext:
     cfg: Config
     engine: Engine | None  # None for stages that call no model
     files: RunFiles
+    structured: bool = False  # answers are JSON of each stage's schema (llm.structured, resolved)
 
     @property
     def api_is_completions(self) -> bool:

@@ -9,8 +9,15 @@ instance filters; everything dropped is written to rejected.jsonl with its reaso
 from __future__ import annotations
 
 from ..filters import filter_instances
-from ..llm.base import Request
-from ..prompts import parse_input_first, parse_output_first, render_input_first, render_output_first
+from ..llm.base import Request, Response
+from ..parsing import Parsed, parse_input_first, parse_output_first
+from ..prompts import (
+    render_input_first,
+    render_input_first_json,
+    render_output_first,
+    render_output_first_json,
+)
+from ..structured import parse_list_json, schema_text
 from .common import StageContext, answered, drop_uncommitted
 
 STAGE = "instances"
@@ -18,19 +25,42 @@ STAGE = "instances"
 
 def build_request(ctx: StageContext, instruction: str, is_classification: bool) -> Request:
     c = ctx.cfg.instances
-    if is_classification:
+    kind = "output_first" if is_classification else "input_first"
+    if ctx.structured:
+        render = render_output_first_json if is_classification else render_input_first_json
+        prompt, stop = render(instruction), ()
+    elif is_classification:
         prompt, stop = render_output_first(instruction), ("\nTask:",)
     else:
         prompt, stop = render_input_first(instruction), ("Example 6", "\nTask:")
     return Request(
         prompt=prompt,
-        max_tokens=c.max_tokens,
+        max_tokens=c.max_tokens_output_first if is_classification else c.max_tokens_input_first,
         temperature=c.temperature,
         top_p=c.top_p,
         presence_penalty=c.presence_penalty,
         frequency_penalty=c.frequency_penalty,
         stop=stop,
         seed=ctx.cfg.seed,
+        schema=schema_text(kind, c.max_instances) if ctx.structured else None,
+    )
+
+
+def parse(ctx: StageContext, is_classification: bool, response: Response) -> Parsed:
+    """The answer's instances and rejected parts, from JSON or text."""
+    kind = "output_first" if is_classification else "input_first"
+    if ctx.structured:
+        parsed = parse_list_json(
+            response.text,
+            kind,
+            finish_reason=response.finish_reason,
+            max_items=ctx.cfg.instances.max_instances,
+        )
+        if parsed is not None:
+            return parsed
+    text_parse = parse_output_first if is_classification else parse_input_first
+    return text_parse(
+        response.text, finish_reason=response.finish_reason, continuation=ctx.api_is_completions
     )
 
 
@@ -44,7 +74,6 @@ async def run_instances(ctx: StageContext) -> int:
     done = {r["id"] for r in f.instances.read()}
     drop_uncommitted(f.rejected, STAGE, "id", done)
     todo = [r for r in f.classifications.read() if r["id"] not in done]
-    continuation = ctx.api_is_completions
     n = 0
 
     def build(rec: dict) -> Request:
@@ -53,12 +82,9 @@ async def run_instances(ctx: StageContext) -> int:
     async for pairs in answered(ctx, STAGE, todo, build, done=len(done), unit="task"):
         records, rejected = [], []
         for rec, resp in pairs:
-            parse = parse_output_first if rec["is_classification"] else parse_input_first
-            parsed = parse(resp.text, finish_reason=resp.finish_reason, continuation=continuation)
-            kept, dropped = filter_instances(parsed.instances, ctx.cfg.instances.max_instances)
-            rejected += [_reject(rec, "unparsable", text=t) for t in parsed.unparsable]
-            if parsed.truncated is not None:
-                rejected.append(_reject(rec, "truncated", text=parsed.truncated))
+            parsed = parse(ctx, rec["is_classification"], resp)
+            kept, dropped = filter_instances(parsed.kept, ctx.cfg.instances.max_instances)
+            rejected += [_reject(rec, why, text=t) for why, t in parsed.rejected]
             rejected += [_reject(rec, why, **inst.to_dict()) for inst, why in dropped]
             records.append(
                 {
