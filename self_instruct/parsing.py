@@ -20,12 +20,18 @@ from .tasks import Instance
 
 _BULLET = r"[-*+\u2022]"
 _DECOR = re.compile(rf"^[ \t]*(?:#{{1,6}}[ \t]+)?(?:{_BULLET}[ \t]+)?")
+_BULLETED = re.compile(rf"^[ \t]*{_BULLET}[ \t]+")
 _RULE = re.compile(r"^[ \t]*(?:-{3,}|\*{3,}|_{3,})[ \t]*$")
 _EMPH = r"(?:\*\*|__|\*|_)?"
 _WORD = r"[A-Za-z0-9][\w'/-]*"
 _NAME = rf"(?P<name>[A-Za-z][\w'/-]*(?:[ \t]+{_WORD}){{0,3}})"
 _LABEL = re.compile(rf"^{_EMPH}{_NAME}{_EMPH}[ \t]*:(?!//){_EMPH}[ \t]*(?P<value>.*)$")
-_HEADER = re.compile(r"^(?:\*\*|__)?example[ \t]*\d*[ \t]*[:.]?[ \t]*(?:\*\*|__)?[ \t]*[:.]?[ \t]*$", re.I)
+# 'Example 2', '**Example 2:**', '### Example 2: A title' (a title holds no colon)
+_HEADER = re.compile(
+    r"^(?:\*\*|__)?example[ \t]*(?:\d*[ \t]*[:.]?|\d+[ \t]*[:.)\u2013-][ \t]*[^:]*?)"
+    r"[ \t]*(?:\*\*|__)?[ \t]*[:.]?[ \t]*$",
+    re.I,
+)
 
 INPUT_NAMES = {"input"}
 OUTPUT_NAMES = {"output", "expected output"}
@@ -57,6 +63,11 @@ class Label:
     name: str  # lower case, whitespace collapsed, without a trailing number ("input 2" -> "input")
     full: str  # the name as written, lower case ("sentence 1")
     value: str
+    written: str = ""  # the name as written
+
+    def plain(self) -> str:
+        """The label line without markdown: 'Email: ...' for '- **Email:** ...'."""
+        return f"{self.written}: {self.value}".rstrip()
 
 
 def label(line: str) -> Label | None:
@@ -66,7 +77,7 @@ def label(line: str) -> Label | None:
         return None
     full = " ".join(m.group("name").lower().split())
     name = re.sub(r"[ \t]*\d+$", "", full)
-    return Label(name, full, unbold(m.group("value").strip()))
+    return Label(name, full, unbold(m.group("value").strip()), " ".join(m.group("name").split()))
 
 
 def unbold(value: str) -> str:
@@ -154,7 +165,6 @@ def clean_instruction(text: str) -> str:
 class _Seg:
     start: int  # the line the segment starts on; it runs to the next segment's start
     reason: str | None  # None: an item
-    number: int | None = None
     indent: int = 0
     lines: list[str] = field(default_factory=list)
 
@@ -175,8 +185,12 @@ def parse_instructions(
     continuation: bool,
     max_items: int,
     header: str = "",
+    shown: list[str] | None = None,
 ) -> Parsed:
-    """New instructions from a numbered (or, in chat, bulleted) list; see docs/parsing.md."""
+    """New instructions from a numbered (or, in chat, bulleted) list; see docs/parsing.md.
+
+    ``header`` and ``shown``: our prompt's header and in-context instructions, to recognise them
+    when a chat model repeats them."""
     lines = _Lines(text)
     echo = " ".join(header.split()[:ECHO_WORDS]).lower() if header else None
     segs: list[_Seg] = []
@@ -187,7 +201,7 @@ def parse_instructions(
             continue
         body = undecorate(line)
         indent = len(line) - len(line.lstrip())
-        bulleted = body != line.lstrip()
+        bulleted = bool(_BULLETED.match(line))
         m = _ITEM.match(f"{first_number}. {line.strip()}" if i == 0 and continuation else body)
         items = [s for s in segs if s.reason is None]
         last = segs[-1] if segs else None
@@ -196,13 +210,15 @@ def parse_instructions(
         elif (m or bulleted) and items and indent > items[-1].indent + 1 and not gap:
             segs.append(_Seg(i, "sub_item"))
         elif m or (bulleted and not continuation):
-            segs.append(_Seg(i, None, int(m.group(1)) if m else None, indent, [m.group(2) if m else body]))
+            if last is not None and last.reason == "closing_remark":
+                last.reason = "list_intro"  # text between items (a section heading) introduces them
+            segs.append(_Seg(i, None, indent, [m.group(2) if m else body]))
         elif not items:
             if last is None or last.reason != "preamble":
                 segs.append(_Seg(i, "preamble"))
         elif gap:
-            segs.append(_Seg(i, "closing_remark"))
-            break
+            if last is None or last.reason != "closing_remark":
+                segs.append(_Seg(i, "closing_remark"))
         elif line.rstrip().endswith(":"):
             segs.append(_Seg(i, "list_intro"))
         elif last is not None and last.reason is None:
@@ -212,13 +228,12 @@ def parse_instructions(
     parts = _segments_to_parts(lines, segs)
     if not segs and text:
         parts = [Part(text)]  # blank lines only
-    return _sort_items(parts, segs, first_number, finish_reason, continuation, max_items)
+    echoes = {_norm(clean_instruction(t)) for t in shown or ()}
+    return _sort_items(parts, segs, echoes, finish_reason, max_items)
 
 
-def _sort_items(parts, segs, first_number, finish_reason, continuation, max_items) -> Parsed:
+def _sort_items(parts, segs, echoes, finish_reason, max_items) -> Parsed:
     """Decide each item: kept, or echo / list intro / over the cap / truncated."""
-    numbers = [s.number for s in segs if s.reason is None and s.number is not None]
-    renumbered_echo = not continuation and any(k >= first_number for k in numbers)
     out = Parsed(parts=parts)
     kept = 0
     for k, (part, seg) in enumerate(zip(parts, segs, strict=False)):
@@ -228,7 +243,7 @@ def _sort_items(parts, segs, first_number, finish_reason, continuation, max_item
             continue
         text = clean_instruction(" ".join(seg.lines))
         nxt = segs[k + 1] if k + 1 < len(segs) else None
-        if renumbered_echo and seg.number is not None and seg.number < first_number:
+        if _norm(text) in echoes:
             reason = "prompt_echo"
         elif finish_reason == "length" and nxt is None:
             reason = "truncated"
@@ -259,7 +274,7 @@ def parse_classification(text: str, finish_reason: str = "stop") -> str:
     s = re.sub(r"^[*_`\"']+", "", s)
     s = _ANSWER_LABEL.sub("", s)
     s = re.sub(r"^[*_`\"' \t]+", "", s)
-    m = re.match(r"([A-Za-z]+)(.?)", s)
+    m = re.match(r"([A-Za-z]+)(.?)", s, re.S)
     if m:
         word, after = m.group(1).lower(), m.group(2)
         complete = bool(after) or finish_reason != "length"
@@ -321,10 +336,12 @@ _PREAMBLE = re.compile(
 )
 
 
-def _parse_instances(text: str, finish_reason: str, continuation: bool, output_first: bool) -> Parsed:
+def _parse_instances(
+    text: str, finish_reason: str, continuation: bool, output_first: bool, task: str | None
+) -> Parsed:
     lines = _Lines(text)
     n = len(lines)
-    segs, lo = ([], 0) if continuation else _opening(lines, output_first)
+    segs, lo = ([], 0) if continuation else _opening(lines, output_first, task)
     # A 'Task:' line after the examples starts the next task: it and what follows are not ours.
     end = next((i for i in range(lo + 1, n) if (lab := label(lines.text[i])) and lab.name in TASK_NAMES), n)
     starts = _example_starts(lines, lo, end, class_labels=output_first)
@@ -358,7 +375,7 @@ def _parse_instances(text: str, finish_reason: str, continuation: bool, output_f
     data = {id(seg): x for seg, x in examples}
     for part, seg in zip(parts, segs, strict=False):
         if seg.reason is None:
-            if finish_reason == "length" and seg is last:
+            if finish_reason == "length" and seg is last and end == n:  # not when a next task follows
                 seg.reason = "truncated"
             else:
                 x = data[id(seg)]
@@ -376,7 +393,7 @@ def _parse_instances(text: str, finish_reason: str, continuation: bool, output_f
     return out
 
 
-def _opening(lines: _Lines, output_first: bool) -> tuple[list[_Seg], int]:
+def _opening(lines: _Lines, output_first: bool, task: str | None) -> tuple[list[_Seg], int]:
     """A chat answer's opening up to its first example or field (a preamble, our 'Task:' echoed),
     and the line where the content starts."""
     segs: list[_Seg] = []
@@ -386,6 +403,8 @@ def _opening(lines: _Lines, output_first: bool) -> tuple[list[_Seg], int]:
         body = undecorate(line).strip()
         lab = label(line)
         if lab and lab.name in TASK_NAMES:
+            if task is not None and _norm(lab.value) != _norm(task):
+                break  # another task: the answer holds no examples of ours before it
             segs.append(_Seg(i, "prompt_echo"))
             continue
         if output_first:
@@ -396,7 +415,7 @@ def _opening(lines: _Lines, output_first: bool) -> tuple[list[_Seg], int]:
         if not segs or segs[-1].reason != "preamble":
             segs.append(_Seg(i, "preamble"))
     else:
-        return segs, len(lines)
+        return [], 0  # no example and no field anywhere: the answer is one unparsable part
     return segs, i
 
 
@@ -413,8 +432,15 @@ def _closing_remark(lines: _Lines, s: int, e: int) -> int | None:
 
 
 def _value_lines(lines: _Lines, lo: int, hi: int, first_value: str | None) -> str:
-    """The text of a field: its first line's value, then the following lines as written."""
-    rows = ([first_value] if first_value is not None else []) + [lines.text[i] for i in range(lo, hi)]
+    """The text of a field: its first line's value, then the following lines as written (a content
+    label among them loses its markdown: '**Email:**' reads 'Email:')."""
+    rows = [first_value] if first_value is not None else []
+    for i in range(lo, hi):
+        line = lines.text[i]
+        lab = label(line) if line[:1] in "*_-#+ \t\u2022" else None
+        rows.append(lab.plain() if lab else line)
+    while rows and _blank(rows[-1]):  # a trailing markdown rule separates, it is not content
+        rows.pop()
     return "\n".join(r.rstrip() for r in rows).strip()
 
 
@@ -461,11 +487,21 @@ def _output_first_instance(lines: _Lines, s: int, e: int, continued: bool) -> In
     return Instance("" if empty_input(inp) else inp, value)
 
 
-def parse_input_first(text: str, *, finish_reason: str, continuation: bool) -> Parsed:
-    """Examples written as 'Example N' / input / 'Output: ...'; see docs/parsing.md."""
-    return _parse_instances(text, finish_reason, continuation, output_first=False)
+def _norm(text: str) -> str:
+    return collapse(unbold(text)).lower()
 
 
-def parse_output_first(text: str, *, finish_reason: str, continuation: bool) -> Parsed:
+def parse_input_first(
+    text: str, *, finish_reason: str, continuation: bool, task: str | None = None
+) -> Parsed:
+    """Examples written as 'Example N' / input / 'Output: ...'; see docs/parsing.md.
+
+    ``task``: the target instruction, to tell our prompt echoed back from a next task."""
+    return _parse_instances(text, finish_reason, continuation, False, task)
+
+
+def parse_output_first(
+    text: str, *, finish_reason: str, continuation: bool, task: str | None = None
+) -> Parsed:
     """Classes written as 'Class label: L' then an input of that label; see docs/parsing.md."""
-    return _parse_instances(text, finish_reason, continuation, output_first=True)
+    return _parse_instances(text, finish_reason, continuation, True, task)

@@ -61,6 +61,10 @@ def parse_classification_json(text: str, finish_reason: str) -> str | None:
     try:
         obj = json.loads(_unfence(text))
     except json.JSONDecodeError:
+        # Cut off after a complete value ({"answer": "No") still says what it says.
+        m = re.search(r'"answer"\s*:\s*"(yes|no)"', text, re.I)
+        if m:
+            return m.group(1).lower()
         return "truncated" if finish_reason == "length" else "ambiguous"
     answer = obj.get("answer") if isinstance(obj, dict) else None
     if isinstance(answer, str) and answer.strip().lower() in ("yes", "no"):
@@ -129,8 +133,10 @@ def parse_list_json(text: str, kind: str, *, finish_reason: str, max_items: int)
         out.rejected.append((reason, shown))
         out.parts.append(Part(json.dumps(value, ensure_ascii=False), reason, shown))
     if tail is not None and tail.strip():
-        out.rejected.append(("truncated", collapse(tail)))
-        out.parts.append(Part(tail, "truncated", collapse(tail)))
+        # A cut-off instruction reads like a cut-off text item; a cut-off example stays as written.
+        shown = clean_instruction(tail.strip().removeprefix('"')) if kind == "bootstrap" else collapse(tail)
+        out.rejected.append(("truncated", shown))
+        out.parts.append(Part(tail, "truncated", shown))
     return out
 
 

@@ -62,12 +62,17 @@ def _recover(ctx: StageContext) -> tuple[list[dict], set[int]]:
     return kept, applied
 
 
-def build_request(ctx: StageContext, i: int, seeds: list[str], machine: list[str]) -> Request:
+def shown_instructions(ctx: StageContext, i: int, seeds: list[str], machine: list[str]) -> list[str]:
+    """The in-context instructions of request ``i``: its own random stream, seeded by (seed, i)."""
     b = ctx.cfg.bootstrap
     rng = random.Random(f"{ctx.cfg.seed}:{STAGE}:{i}")
-    shown = sample_prompt_instructions(
+    return sample_prompt_instructions(
         rng, seeds, machine, b.num_prompt_instructions, b.num_machine_instructions
     )
+
+
+def build_request(ctx: StageContext, i: int, shown: list[str]) -> Request:
+    b = ctx.cfg.bootstrap
     stop_at = len(shown) + b.max_new_per_request + 1
     if ctx.structured:
         prompt, stop = render_bootstrap_json(shown, b.max_new_per_request), ()
@@ -120,15 +125,16 @@ async def run_bootstrap(ctx: StageContext, seed_tasks: list[Task]) -> BootstrapR
             want = max(1, math.ceil((cfg.target - len(machine)) / per_request))
             end = min(round_start + b.requests_per_round, max_requests, next_req + want)
             slots = list(range(next_req, end))
-            requests = [build_request(ctx, i, seeds, snapshot) for i in slots]
+            shown = [shown_instructions(ctx, i, seeds, snapshot) for i in slots]
+            requests = [build_request(ctx, i, prompt) for i, prompt in zip(slots, shown, strict=True)]
             responses = await ctx.engine.run(requests, stage=STAGE)
             # Apply in request order; write the whole batch at once: records first, then the log
             # lines that commit them (a crash in between leaves records that _recover discards).
             new_acc, new_rej, failed, log = [], [], [], []
-            for i, req, resp in zip(slots, requests, responses, strict=True):
+            for i, req, resp, prompt in zip(slots, requests, responses, shown, strict=True):
                 if len(machine) >= cfg.target:
                     break
-                acc, rej = _apply(ctx, i, req, resp, index, len(machine))
+                acc, rej = _apply(ctx, i, prompt, resp, index, len(machine))
                 if not resp.ok:
                     failed.append(failure_record(STAGE, i, req, resp))
                 log.append(
@@ -161,7 +167,7 @@ async def run_bootstrap(ctx: StageContext, seed_tasks: list[Task]) -> BootstrapR
     return BootstrapResult(len(machine), n_rejected, next_req, stopped)
 
 
-def _apply(ctx: StageContext, i: int, req: Request, resp, index: NoveltyIndex, n_machine: int):
+def _apply(ctx: StageContext, i: int, shown: list[str], resp, index: NoveltyIndex, n_machine: int):
     """Parse one response and sort its instructions into accepted and rejected records."""
     b = ctx.cfg.bootstrap
     accepted: list[dict] = []
@@ -181,6 +187,7 @@ def _apply(ctx: StageContext, i: int, req: Request, resp, index: NoveltyIndex, n
             continuation=ctx.api_is_completions,
             max_items=b.max_new_per_request,
             header=template("bootstrap"),
+            shown=shown,
         )
     rejected += [
         {"stage": STAGE, "request": i, "reason": reason, "instruction": text}
