@@ -52,6 +52,13 @@ SETTING_HELP = {
     "llm.cache_dir": "directory of the response cache; empty: the run directory (set one to share it)",
     "llm.rpm": "requests-per-minute limit (0: none)",
     "llm.tpm": "tokens-per-minute limit (0: none)",
+    "llm.structured": "auto | on | off: ask for JSON of each stage's schema (response_format, or a "
+    "llama.cpp grammar in process); auto: always in process, for an endpoint if a probe shows it follows one",
+    "classify.max_tokens": "classification answer length, completions API",
+    "classify.chat_max_tokens": "classification answer length, chat API and structured outputs",
+    "classify.max_attempts": "answers asked for per instruction when they are neither yes nor no",
+    "instances.max_tokens_input_first": "answer length for input-first instances (the reference: 350)",
+    "instances.max_tokens_output_first": "answer length for output-first instances (the reference: 300)",
     "bootstrap.requests_per_round": "bootstrap prompts per pool snapshot; fixed, so output is the same "
     "at any concurrency; raise it to keep a large fleet busy",
 }
@@ -220,6 +227,9 @@ def _print_summary(summary) -> None:
         f"  rejected: {c['rejected']} (see rejected.jsonl)   failed requests: {c['failures']}"
         f"   tokens: {tokens}",
     ]
+    structured = summary.manifest.get("structured") or {}
+    if structured:
+        lines.insert(1, f"  answers: {'structured (JSON schema)' if structured.get('on') else 'text'}")
     for stage, reasons in c["rejected_by_stage"].items():
         top = ", ".join(f"{r} {n}" for r, n in sorted(reasons.items(), key=lambda kv: -kv[1])[:6])
         lines.append(f"    {stage}: {top}")

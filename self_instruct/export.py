@@ -4,8 +4,9 @@ Formats:
 - ``jsonl``: flat ``{"instruction", "input", "output"}`` lines (the method's release format);
 - ``alpaca``: a JSON list of the same records;
 - ``openai-chat``: ``{"messages": [system?, user, assistant]}`` lines for chat fine-tuning;
-- ``prompt-completion``: ``{"prompt", "completion"}`` rendered through our own templates, one chosen
-  at random (seeded) per example, since the method varied its templates;
+- ``prompt-completion``: ``{"prompt", "completion"}`` rendered through one of five templates, chosen
+  at random (seeded) per example, since the method varied its templates: the first two of each list
+  are the formats of the method's own fine-tuning release, the other three are ours;
 - ``hf``: a ``datasets.DatasetDict`` saved with ``save_to_disk``, plus one parquet file per split;
 - ``parquet``: one parquet file per split.
 
@@ -30,7 +31,9 @@ from .tasks import load_tasks
 
 FORMATS = ("jsonl", "alpaca", "openai-chat", "prompt-completion", "hf", "parquet")
 
-# Our own prompt templates for the prompt-completion format; {instruction} and {input}.
+# Prompt templates for the prompt-completion format; {instruction} and {input}. The first two of each
+# (the blank-line form and the "Task: / Input: / Output:" form) are the method's release formats;
+# the other three are our own.
 PROMPT_TEMPLATES_WITH_INPUT = (
     "{instruction}\n\n{input}\n\n",
     "Task: {instruction}\nInput: {input}\nOutput:",

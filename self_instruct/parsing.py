@@ -375,7 +375,8 @@ def _parse_instances(
     data = {id(seg): x for seg, x in examples}
     for part, seg in zip(parts, segs, strict=False):
         if seg.reason is None:
-            if finish_reason == "length" and seg is last and end == n:  # not when a next task follows
+            # A cut-off answer loses its last example, unless a remark or a next task follows it.
+            if finish_reason == "length" and seg is last and segs[-1] is seg:
                 seg.reason = "truncated"
             else:
                 x = data[id(seg)]

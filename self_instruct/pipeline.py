@@ -157,13 +157,21 @@ async def _run(
                     )
             elif stage == "classify":
                 await run_classify(ctx)
+                undecided = len(files.instructions.read()) - len(files.classifications.read())
+                if undecided:
+                    notes.append(
+                        f"{undecided} instructions have no yes/no classification yet (unusable answers are "
+                        "in rejected.jsonl, failed requests in failures.jsonl); run the command again to "
+                        "retry, or raise classify.max_attempts"
+                    )
             elif stage == "instances":
                 await run_instances(ctx)
             elif stage == "dataset":
                 ds = run_dataset(files)
                 if ds.pending:
                     notes.append(
-                        f"{ds.pending} accepted instructions have no instances yet (see failures.jsonl)"
+                        f"{ds.pending} accepted instructions have no instances yet (see failures.jsonl "
+                        "and the classify rejections in rejected.jsonl)"
                     )
             session["stage_seconds"][stage] = round(time.perf_counter() - t0, 3)
             save()

@@ -24,15 +24,19 @@ def test_generate_with_the_embedded_model(tmp_path):
     assert m["sessions"][-1]["status"] == "finished"
 
 
-def test_chat_api_with_the_embedded_model(tmp_path):
+@pytest.mark.parametrize("structured", ["on", "off"])
+def test_chat_api_with_the_embedded_model(tmp_path, structured):
     proc = cli(
-        "bootstrap",
+        "generate",
         *("--seed-file", str(SEEDS), "--target", "2", "--run-name", "chat", "--api", "chat", "--no-progress"),
-        *("--bootstrap-max-requests", "6"),
+        *("--bootstrap-max-requests", "6", "--llm-structured", structured),
         cwd=tmp_path,
         timeout=900,
     )
     assert proc.returncode == 0, proc.stderr
     m = check_run_dir(tmp_path / "outputs" / "chat")
     assert m["backend"]["api"] == "chat"
-    assert m["counts"]["bootstrap_requests"] >= 1
+    assert m["structured"]["on"] is (structured == "on")
+    assert m["counts"]["failures"] == 0  # every request got an answer from the model
+    assert m["counts"]["machine_instructions"] >= 1
+    assert m["requests"]["instances"]["completion_tokens"] > 0

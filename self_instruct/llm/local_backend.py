@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import threading
 from importlib import resources
 from pathlib import Path
 
-from llama_cpp import LlamaGrammar, StoppingCriteriaList
+import numpy as np
+from llama_cpp import LlamaGrammar, LogitsProcessorList, StoppingCriteriaList
 
 from ..errors import UserError
 from .base import Api, Request, Response
@@ -101,23 +101,26 @@ class LocalBackend:
             frequency_penalty=request.frequency_penalty,
             stop=list(request.stop) or None,
             seed=request.seed,
-            stopping_criteria=StoppingCriteriaList([lambda tokens, logits: self._cancel.is_set()]),
         )
-        if request.schema and self.api == "completions":
+        if request.schema:
             kwargs["grammar"] = self._grammar(request.schema)
         with self._lock:
             if self._cancel.is_set():
                 raise asyncio.CancelledError
             if self.api == "chat":
-                if request.schema:
-                    kwargs["response_format"] = {"type": "json_object", "schema": json.loads(request.schema)}
+                # Chat completion takes no stopping criteria: a cancelled request is ended by
+                # making the end-of-sequence token the only choice.
+                kwargs["logits_processor"] = LogitsProcessorList([self._end_if_cancelled])
                 out = self._llama.create_chat_completion(
                     messages=[{"role": "user", "content": request.prompt}], **kwargs
                 )
                 choice = out["choices"][0]
                 text = choice["message"].get("content") or ""
             else:
-                out = self._llama.create_completion(prompt=request.prompt, **kwargs)
+                stop_now = StoppingCriteriaList([lambda tokens, logits: self._cancel.is_set()])
+                out = self._llama.create_completion(
+                    prompt=request.prompt, stopping_criteria=stop_now, **kwargs
+                )
                 choice = out["choices"][0]
                 text = choice.get("text") or ""
         usage = out.get("usage") or {}
@@ -127,6 +130,12 @@ class LocalBackend:
             prompt_tokens=usage.get("prompt_tokens", 0),
             completion_tokens=usage.get("completion_tokens", 0),
         )
+
+    def _end_if_cancelled(self, input_ids, scores):
+        if self._cancel.is_set():
+            scores[:] = -np.inf
+            scores[self._llama.token_eos()] = 0.0
+        return scores
 
     def _grammar(self, schema: str):
         """A llama.cpp grammar that only lets the model write JSON of this schema (built once)."""
