@@ -145,9 +145,9 @@ def main() -> None:
         elif not args.no_server:
             print("(server rows skipped: llama-cpp-python's server extra is not installed)")
     print()
-    print(
-        f"{len(tasks)} tasks ({len(tasks) // 2} classification in the seed labels), {args.requests} bootstrap requests per mode"
-    )
+    n_yes = len(tasks) // 2
+    print(f"{len(tasks)} tasks ({n_yes} classification in the seed labels), ", end="")
+    print(f"{args.requests} bootstrap requests per mode")
     print(table(rows))
     print()
     print("rejections per reason (bootstrap: boot:, classify: clas:, instances: inst:, dataset: data:):")
