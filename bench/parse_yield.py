@@ -56,6 +56,7 @@ def config(out: Path, name: str, api: str, structured: str, **more):
         "llm.api": api,
         "llm.structured": structured,
         "llm.cache": False,
+        "classify.method": "greedy",  # the answers themselves are what is measured here
         **more,
     }
     return load_config(None, base)

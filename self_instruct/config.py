@@ -72,6 +72,11 @@ class ClassifyConfig:
     max_tokens: int = 3  # completions API: the answer is one word
     chat_max_tokens: int = 16  # chat API: room for "Yes, because ..." (only the first word counts)
     max_attempts: int = 3  # answers asked for when they are neither yes nor no (later ones sampled)
+    # greedy: the reference rule (the answer's yes or no); calibrated: the first token's yes-no
+    # log-probability margin against a threshold fitted on the seed tasks' labels;
+    # auto: calibrated for the local backend, greedy for endpoints
+    method: str = "auto"
+    logprobs: int = 20  # top alternatives asked for the first answer token (calibrated)
     temperature: float = 0.0
 
 
@@ -260,6 +265,10 @@ def validate(cfg: Config) -> None:
         bad("bootstrap.tokenizer", "must be rouge or unicode")
     if b.record_similar < 0:
         bad("bootstrap.record_similar", "must be 0 or more")
+    if cfg.classify.method not in ("auto", "greedy", "calibrated"):
+        bad("classify.method", "must be auto, greedy or calibrated")
+    if not 2 <= cfg.classify.logprobs <= 20:
+        bad("classify.logprobs", "must be between 2 and 20")
     if cfg.classify.max_attempts < 1:
         bad("classify.max_attempts", "must be at least 1")
     if cfg.instances.max_instances < 1:

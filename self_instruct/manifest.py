@@ -90,6 +90,7 @@ def write_manifest(
     stats: dict[str, Counter],
     session: dict,
     structured: dict | None = None,
+    classify: dict | None = None,
 ) -> dict:
     old = read_manifest(files)
     session = {**session, "requests": _rounded(stats)}
@@ -112,6 +113,7 @@ def write_manifest(
         "packages": package_versions(),
         "config": config,
         "structured": structured or old.get("structured"),
+        "classify": classify or old.get("classify"),
         "counts": count_files(files),
         "requests": _rounded(totals),
         "sessions": sessions,

@@ -147,12 +147,14 @@ def _reject(raw: str, reason: str, text: str | None = None) -> Part:
 _ITEM = re.compile(r"^(?:\*\*|__)?(\d{1,3})[ \t]*[.):](?:\*\*|__)?(?:[ \t]+|$)(.*)$")
 _TASK_LABEL = re.compile(r"^(?:\*\*)?(?:new\s+)?(?:task|instruction)(?:\s*\d+)?\s*:(?:\*\*)?\s*", re.I)
 _BOLD_TITLE = re.compile(r"^(?:\*\*[^*]+:\*\*|\*\*[^*]+\*\*[ \t]*:)[ \t]+(?=\S)")
+_NUMBERED = re.compile(r"^\d{1,3}[.)]\s+")
 ECHO_WORDS = 8  # a line holding this many first words of our header repeats it
 
 
 def clean_instruction(text: str) -> str:
     """Whitespace collapsed, markdown and 'Task:' labels and bold titles removed, first letter raised."""
     text = collapse(text)
+    text = _NUMBERED.sub("", text)  # a JSON string may still carry its list number
     text = _TASK_LABEL.sub("", text)
     text = _BOLD_TITLE.sub("", text)
     text = unbold(text)

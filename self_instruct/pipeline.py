@@ -65,14 +65,18 @@ PROBE = "Is water wet? Answer with a JSON object whose 'answer' is Yes or No."  
 async def resolve_structured(cfg: Config, backend: Backend, previous: dict | None) -> dict:
     """Whether this run asks for structured outputs, in which form, and why (a one-line note).
 
-    ``auto``: the local backend always can (llama.cpp grammars); an endpoint is probed once with a
-    tiny schema-bound request in each ``response_format`` form, and the outcome is kept in the
-    manifest, so a resumed run neither probes again nor changes mode halfway."""
+    ``auto`` is for chat answers, where free text is hardest to parse: the completions API continues
+    the method's own text format and stays with it. In chat, the local backend always can (llama.cpp
+    grammars); an endpoint is probed once with a tiny schema-bound request in each ``response_format``
+    form. The outcome is kept in the manifest, so a resumed run neither probes again nor changes mode
+    halfway."""
     setting = cfg.llm.structured
     out = {"setting": setting, "on": setting == "on", "form": None, "note": f"llm.structured = {setting}"}
     probe = getattr(backend, "probe_structured", None)
     if previous and previous.get("setting") == setting and previous.get("model") == backend.model:
         out = previous
+    elif setting == "auto" and backend.api == "completions":
+        out["note"] = "llm.structured = auto: off for the completions API, which continues the method's text"
     elif setting == "auto" and probe is None:
         out.update(on=True, note="llm.structured = auto: the backend constrains decoding itself")
     elif probe is not None and setting != "off":
@@ -123,6 +127,7 @@ async def _run(
         if cfg.llm.structured == "auto" and not structured["on"]:
             notes.append(structured["note"])
     ctx = StageContext(cfg, engine, files, structured=bool(structured and structured["on"]))
+    classify_method: dict | None = None
     started = time.time()
     session = {
         "id": uuid.uuid4().hex[:12],
@@ -143,6 +148,7 @@ async def _run(
             stats=engine.stats if engine else {},
             session=session,
             structured=structured,
+            classify=classify_method,
         )
 
     try:
@@ -156,7 +162,13 @@ async def _run(
                         f"{cfg.target} instructions (bootstrap.max_requests); see rejected.jsonl for why"
                     )
             elif stage == "classify":
-                await run_classify(ctx)
+                _, method = await run_classify(ctx, seeds)
+                classify_method = {"method": method.name, "note": method.note}
+                if method.calibration:
+                    classify_method["calibration"] = {
+                        k: v for k, v in method.calibration.items() if k not in ("note", "seed_margins")
+                    }
+                notes.append(method.note)
                 undecided = len(files.instructions.read()) - len(files.classifications.read())
                 if undecided:
                     notes.append(

@@ -5,8 +5,9 @@ prompt cache (llama.cpp) re-uses the prefix from one request to the next.
 
 Three renderings of each prompt:
 - text, for the completions API: the model continues right after the cue;
-- text for a chat model: the same prompt, plus (classify only) a last line that asks for one word,
-  so that a chat model answers instead of continuing the pattern;
+- text for a chat model: the same prompt, with a last line that says what to write (one word for
+  classify, examples in the demos' format for instances), so that a chat model does what the demos
+  show instead of answering the task itself;
 - structured (``llm.structured``): the same few-shot demos with each answer written as the JSON
   object that the stage's schema (``structured.py``) asks for.
 The answers are parsed in ``parsing.py`` (text) and ``structured.py`` (JSON).
@@ -75,12 +76,25 @@ def render_classify_json(instruction: str) -> str:
 # --------------------------------------------------------------------------- instances
 
 
-def render_input_first(instruction: str) -> str:
-    return f"{template('instances_input_first')}Task: {_one_line(instruction)}\nExample 1\n"
+CHAT_INPUT_FIRST_REQUEST = (
+    "Write examples for the last task in the same format as above: Example 1, Example 2 and so on, "
+    "each with an input and its output, or only an output if the task needs no input."
+)
+CHAT_OUTPUT_FIRST_REQUEST = (
+    "Write examples for the last task in the same format as above: each class label, then an input "
+    "that belongs to it."
+)
 
 
-def render_output_first(instruction: str) -> str:
-    return f"{template('instances_output_first')}Task: {_one_line(instruction)}\nClass label:"
+def render_input_first(instruction: str, *, chat: bool = False) -> str:
+    head = f"{template('instances_input_first')}Task: {_one_line(instruction)}"
+    # A chat model given the bare cue tends to answer the task instead of writing examples of it.
+    return f"{head}\n\n{CHAT_INPUT_FIRST_REQUEST}" if chat else f"{head}\nExample 1\n"
+
+
+def render_output_first(instruction: str, *, chat: bool = False) -> str:
+    head = f"{template('instances_output_first')}Task: {_one_line(instruction)}"
+    return f"{head}\n\n{CHAT_OUTPUT_FIRST_REQUEST}" if chat else f"{head}\nClass label:"
 
 
 def render_input_first_json(instruction: str) -> str:

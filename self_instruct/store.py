@@ -153,3 +153,7 @@ class RunFiles:
     @property
     def manifest(self) -> Path:
         return self.root / "manifest.json"
+
+    @property
+    def calibration(self) -> Path:
+        return self.root / "calibration.json"

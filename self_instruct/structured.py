@@ -104,7 +104,9 @@ def _elements(text: str, key: str) -> tuple[list, str | None]:
         pos = end
 
 
-def parse_list_json(text: str, kind: str, *, finish_reason: str, max_items: int) -> Parsed | None:
+def parse_list_json(
+    text: str, kind: str, *, finish_reason: str, max_items: int, shown: list[str] | None = None
+) -> Parsed | None:
     """Instructions or instances from a JSON answer; None when the answer is no JSON at all.
 
     Every array element ends up kept or rejected (``over_cap``, ``unparsable`` for an element of
@@ -120,18 +122,21 @@ def parse_list_json(text: str, kind: str, *, finish_reason: str, max_items: int)
         out.rejected.append(("unparsable", collapse(text)))
         out.parts.append(Part(text, "unparsable", collapse(text)))
         return out
+    echoes = {collapse(clean_instruction(t)).lower() for t in shown or ()}
     for value in values:
         kept = _value(kind, value)
         if kept is None:
-            reason, shown = "unparsable", collapse(json.dumps(value, ensure_ascii=False))
+            reason, text_ = "unparsable", collapse(json.dumps(value, ensure_ascii=False))
+        elif isinstance(kept, str) and kept.lower() in echoes:
+            reason, text_ = "prompt_echo", kept
         elif len(out.kept) >= max_items:
-            reason, shown = "over_cap", kept if isinstance(kept, str) else _show(kept)
+            reason, text_ = "over_cap", kept if isinstance(kept, str) else _show(kept)
         else:
             out.kept.append(kept)
             out.parts.append(Part(json.dumps(value, ensure_ascii=False)))
             continue
-        out.rejected.append((reason, shown))
-        out.parts.append(Part(json.dumps(value, ensure_ascii=False), reason, shown))
+        out.rejected.append((reason, text_))
+        out.parts.append(Part(json.dumps(value, ensure_ascii=False), reason, text_))
     if tail is not None and tail.strip():
         # A cut-off instruction reads like a cut-off text item; a cut-off example stays as written.
         shown = clean_instruction(tail.strip().removeprefix('"')) if kind == "bootstrap" else collapse(tail)

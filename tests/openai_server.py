@@ -327,9 +327,17 @@ class FakeOpenAIServer:
     """
 
     def __init__(
-        self, responder: Responder | None = None, *, api_key: str | None = None, latency: float = 0.0
+        self,
+        responder: Responder | None = None,
+        *,
+        api_key: str | None = None,
+        latency: float = 0.0,
+        logprober: Callable[[str, dict], dict[str, float] | None] | None = None,
     ) -> None:
         self.responder: Responder = responder or default_responder
+        # ``logprober(kind, body)``: the first token's top alternatives, sent when a request asks for
+        # logprobs (None: the server sends none, like one that does not support them).
+        self.logprober = logprober
         self.api_key = api_key
         self.latency = latency
         self.requests: list[dict] = []
@@ -446,8 +454,17 @@ class FakeOpenAIServer:
             text, finish_reason = apply_limits(self.responder(kind, request), body.get("stop"), limit)
             finish_reason = fault.finish_reason or finish_reason
             completion_tokens += count_tokens(text)
+            top = self.logprober(kind, request) if self.logprober and body.get("logprobs") else None
             if kind == "completions":
                 choice = {"index": index, "text": text, "finish_reason": finish_reason, "logprobs": None}
+                if top:
+                    first = max(top, key=top.get)
+                    choice["logprobs"] = {
+                        "tokens": [first],
+                        "token_logprobs": [top[first]],
+                        "top_logprobs": [dict(list(top.items())[: int(body["logprobs"])])],
+                        "text_offset": [0],
+                    }
             else:
                 message = {"role": "assistant", "content": text}
                 choice = {
@@ -456,6 +473,21 @@ class FakeOpenAIServer:
                     "finish_reason": finish_reason,
                     "logprobs": None,
                 }
+                if top:
+                    first = max(top, key=top.get)
+                    alternatives = list(top.items())[: int(body.get("top_logprobs") or 0)]
+                    choice["logprobs"] = {
+                        "content": [
+                            {
+                                "token": first,
+                                "logprob": top[first],
+                                "bytes": None,
+                                "top_logprobs": [
+                                    {"token": t, "logprob": lp, "bytes": None} for t, lp in alternatives
+                                ],
+                            }
+                        ]
+                    }
             choices.append(choice)
         if fault.empty_choices:
             self._count("fault:empty_choices")

@@ -13,7 +13,7 @@ import json
 import random
 
 from self_instruct.llm.base import Request, Response
-from self_instruct.prompts import CHAT_CLASSIFY_QUESTION
+from self_instruct.prompts import CHAT_CLASSIFY_QUESTION, CHAT_INPUT_FIRST_REQUEST, CHAT_OUTPUT_FIRST_REQUEST
 
 WORDS = [
     "river",
@@ -117,6 +117,41 @@ def json_answer(prompt: str, schema: dict) -> str:
     return json.dumps({"examples": [{"input": f"case {j}", "output": f"result {j}"} for j in (k, k + 1)]})
 
 
+def _labels() -> dict[str, bool]:
+    from helpers import SEEDS
+
+    from self_instruct.tasks import load_tasks
+
+    return {t.instruction: t.is_classification for t in load_tasks(SEEDS)}
+
+
+SEED_LABELS = _labels()
+
+
+def known_margin(instruction: str) -> float:
+    """The scripted model's log P(yes) - log P(no) for a task: it knows the seeds' labels (with a
+    jitter of up to 0.8), and calls a generated 'Classify ...' instruction a classification."""
+    instruction = instruction.strip()
+    jitter = (int(hashlib.sha256(instruction.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF - 0.5) * 1.6
+    label = SEED_LABELS.get(instruction, "Classify" in instruction)
+    return (1.0 if label else -1.0) + jitter
+
+
+def classify_logprobs(prompt: str, *, chat: bool = False) -> dict[str, float]:
+    """Top alternatives of the first answer token for a classification prompt (greedy says "No" to
+    all: the margin is shifted down by 2, the miscalibration calibration is for)."""
+    instruction = prompt.removesuffix(CHAT_CLASSIFY_QUESTION).rstrip().rsplit("Task:", 1)[1]
+    instruction = instruction.removesuffix("Classification:").strip()
+    m = known_margin(instruction) - 2.0
+    space = "" if chat else " "
+    return {f"{space}No": -0.3, f"{space}Yes": -0.3 + m, f"{space}Maybe": -6.0}
+
+
+def logprober(kind: str, body: dict) -> dict[str, float] | None:
+    prompt = body["messages"][-1]["content"] if kind == "chat" else body["prompt"]
+    return classify_logprobs(prompt, chat=kind == "chat")
+
+
 def respond(kind: str, body: dict) -> str:
     """The scripted model behind the test HTTP server (both APIs, structured outputs included)."""
     prompt = body["messages"][-1]["content"] if kind == "chat" else body["prompt"]
@@ -128,6 +163,11 @@ def respond(kind: str, body: dict) -> str:
 
 def answer(prompt: str, *, chat: bool = False) -> str:
     """What the scripted model says to one of our prompts."""
+    # A chat prompt ends with a request; answer it as if the completions cue stood there.
+    if prompt.endswith(CHAT_INPUT_FIRST_REQUEST):
+        prompt = prompt.removesuffix(CHAT_INPUT_FIRST_REQUEST).rstrip() + "\nExample 1\n"
+    elif prompt.endswith(CHAT_OUTPUT_FIRST_REQUEST):
+        prompt = prompt.removesuffix(CHAT_OUTPUT_FIRST_REQUEST).rstrip() + "\nClass label:"
     rng = _rng(prompt)
     tail = prompt.rstrip().removesuffix(CHAT_CLASSIFY_QUESTION).rstrip()
     if tail.endswith("### Review"):  # analyze --judge (chat)
@@ -138,9 +178,10 @@ def answer(prompt: str, *, chat: bool = False) -> str:
         instruction = tail.rsplit("Task:", 1)[1]
         return " Yes" if "Classify" in instruction else " No"
     if tail.endswith("Class label:"):
-        return (
+        pairs = (
             " Positive\nInput: A bright, kind morning.\nClass label: Negative\nInput: A cold, rude evening."
         )
+        return f"Class label:{pairs}" if chat else pairs
     if prompt.endswith("Example 1\n"):
         k = rng.randint(1, 99)
         first, second = f"Input: case {k}\nOutput: result {k}", f"Input: case {k + 1}\nOutput: result {k + 1}"
@@ -159,8 +200,16 @@ class ScriptedBackend:
     name = "scripted"
     model = "scripted-model"
 
-    def __init__(self, api: str = "completions", *, max_concurrency: int = 64, jitter: float = 0.0) -> None:
+    def __init__(
+        self,
+        api: str = "completions",
+        *,
+        max_concurrency: int = 64,
+        jitter: float = 0.0,
+        logprobs: bool = True,
+    ) -> None:
         self.api = api
+        self.logprobs = logprobs  # answers logprob requests (False: like a server without them)
         self.max_concurrency = max_concurrency
         self.jitter = jitter
         self.calls: list[Request] = []
@@ -169,8 +218,12 @@ class ScriptedBackend:
         self.calls.append(request)
         if self.jitter:
             await asyncio.sleep(random.random() * self.jitter)
+        top = None
         if request.schema:
             text = json_answer(request.prompt, json.loads(request.schema))
+        elif request.logprobs and self.logprobs:
+            top = classify_logprobs(request.prompt, chat=self.api == "chat")
+            text = max(top, key=top.get)
         else:
             text = answer(request.prompt, chat=self.api == "chat")
         for s in request.stop:
@@ -181,6 +234,7 @@ class ScriptedBackend:
             finish_reason="stop",
             prompt_tokens=len(request.prompt.split()),
             completion_tokens=len(text.split()),
+            top_logprobs=top,
         )
 
     async def close(self) -> None:

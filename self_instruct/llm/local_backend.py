@@ -104,13 +104,17 @@ class LocalBackend:
         )
         if request.schema:
             kwargs["grammar"] = self._grammar(request.schema)
+        first: dict[str, float] = {}
+        processors = [self._end_if_cancelled]
+        if request.logprobs:
+            processors.append(self._first_token_logprobs(request.logprobs, first))
+        kwargs["logits_processor"] = LogitsProcessorList(processors)
         with self._lock:
             if self._cancel.is_set():
                 raise asyncio.CancelledError
             if self.api == "chat":
                 # Chat completion takes no stopping criteria: a cancelled request is ended by
-                # making the end-of-sequence token the only choice.
-                kwargs["logits_processor"] = LogitsProcessorList([self._end_if_cancelled])
+                # the logits processor, which makes the end-of-sequence token the only choice.
                 out = self._llama.create_chat_completion(
                     messages=[{"role": "user", "content": request.prompt}], **kwargs
                 )
@@ -129,7 +133,25 @@ class LocalBackend:
             finish_reason=choice.get("finish_reason") or "stop",
             prompt_tokens=usage.get("prompt_tokens", 0),
             completion_tokens=usage.get("completion_tokens", 0),
+            top_logprobs=first or None,
         )
+
+    def _first_token_logprobs(self, k: int, into: dict[str, float]):
+        """A logits processor that records the first generated token's top-k log-probabilities.
+
+        llama.cpp's own logprobs need ``logits_all`` (logits for every prompt position: about
+        800 MB for a 4,096-token context); the processor sees the one row that matters."""
+
+        def record(input_ids, scores):
+            if not into:
+                top = scores.max()
+                logprobs = scores - (top + np.log(np.exp(scores - top).sum()))
+                for i in np.argpartition(logprobs, -k)[-k:]:
+                    token = self._llama.detokenize([int(i)]).decode("utf-8", errors="replace")
+                    into[token] = max(into.get(token, -np.inf), float(logprobs[i]))
+            return scores
+
+        return record
 
     def _end_if_cancelled(self, input_ids, scores):
         if self._cancel.is_set():

@@ -177,7 +177,7 @@ def _apply(ctx: StageContext, i: int, shown: list[str], resp, index: NoveltyInde
     parsed = None
     if ctx.structured:
         parsed = parse_list_json(
-            resp.text, STAGE, finish_reason=resp.finish_reason, max_items=b.max_new_per_request
+            resp.text, STAGE, finish_reason=resp.finish_reason, max_items=b.max_new_per_request, shown=shown
         )
     if parsed is None:
         parsed = parse_instructions(

@@ -8,23 +8,35 @@ in all, the later attempts sampled (temperature 0.7, a seed of their own) so tha
 model can answer differently. Attempts are counted from the records, so a run that is killed and
 resumed asks exactly the questions an uninterrupted run asks.
 
+With ``classify.method = calibrated`` the model is asked for one token and its top
+log-probabilities instead: a task is a classification task when its yes-no margin reaches a
+threshold fitted on the seed tasks' labels (``calibration.py``). The seeds are scored through the
+engine like any request (cached), and the fit is kept in ``calibration.json``, so a resumed run
+uses the same threshold. Without log-probabilities, or with too few labelled seeds of either kind,
+the stage falls back to greedy with a note.
+
 A request that fails after its retries is written to failures.jsonl and left unclassified; running
 the stage again retries it.
 """
 
 from __future__ import annotations
 
+import json
 from collections import Counter
+from dataclasses import dataclass
 
+from ..calibration import MIN_PER_LABEL, YES_TOKENS, calibrate, margin
 from ..llm.base import Request, Response
 from ..parsing import parse_classification
 from ..prompts import render_classify, render_classify_json
+from ..store import write_json_atomic
 from ..structured import parse_classification_json, schema_text
+from ..tasks import Task
 from .common import StageContext, answered
 
 STAGE = "classify"
 RETRY_TEMPERATURE = 0.7
-UNUSABLE = {"ambiguous": "ambiguous_answer", "truncated": "truncated"}
+UNUSABLE = {"ambiguous": "ambiguous_answer", "truncated": "truncated", "missing_logprobs": "missing_logprobs"}
 
 
 def build_request(ctx: StageContext, instruction: str, attempt: int = 0) -> Request:
@@ -46,6 +58,66 @@ def build_request(ctx: StageContext, instruction: str, attempt: int = 0) -> Requ
     )
 
 
+def score_request(ctx: StageContext, instruction: str, attempt: int = 0) -> Request:
+    """One answer token and its top log-probabilities (the text prompt: JSON would start with '{')."""
+    return Request(
+        prompt=render_classify(instruction, chat=not ctx.api_is_completions),
+        max_tokens=1,
+        temperature=0.0 if attempt == 0 else RETRY_TEMPERATURE,
+        seed=ctx.cfg.seed if attempt == 0 else ctx.cfg.seed * 1_000_003 + attempt,
+        logprobs=ctx.cfg.classify.logprobs,
+    )
+
+
+@dataclass
+class Method:
+    name: str  # "greedy" or "calibrated"
+    threshold: float | None = None
+    note: str = ""
+    calibration: dict | None = None
+
+
+async def choose_method(ctx: StageContext, seed_tasks: list[Task]) -> Method:
+    """greedy, or calibrated with a threshold fitted on the seeds (see the module docstring)."""
+    setting = ctx.cfg.classify.method
+    assert ctx.engine is not None
+    if setting == "greedy" or (setting == "auto" and ctx.engine.backend.name != "local"):
+        return Method("greedy", note=f"classify.method = {setting}: greedy (the reference rule)")
+    saved = ctx.files.calibration
+    if saved.exists():
+        fit = json.loads(saved.read_text(encoding="utf-8"))
+        return Method("calibrated", fit["threshold"], fit["note"], fit)
+    labels = [t.is_classification for t in seed_tasks]
+    n_yes, n_no = sum(labels), len(labels) - sum(labels)
+    if min(n_yes, n_no) < MIN_PER_LABEL:
+        return Method(
+            "greedy",
+            note=f"classify.method = {setting}: greedy, because the seed file has {n_yes} classification "
+            f"and {n_no} other tasks (calibration needs {MIN_PER_LABEL} of each)",
+        )
+    requests = [score_request(ctx, t.instruction) for t in seed_tasks]
+    responses = await ctx.engine.run(requests, stage="calibrate")
+    margins = [margin(r.top_logprobs) if r.ok else None for r in responses]
+    if any(m is None for m in margins):
+        missing = sum(m is None for m in margins)
+        return Method(
+            "greedy",
+            note=f"classify.method = {setting}: greedy, because {missing} of {len(margins)} seed answers "
+            "came without yes/no log-probabilities",
+        )
+    greedy_yes = [max(r.top_logprobs, key=r.top_logprobs.get) in YES_TOKENS for r in responses]
+    fit = calibrate(margins, labels, greedy_yes, seed=ctx.cfg.seed)  # type: ignore[arg-type]
+    note = (
+        f"classify.method = {setting}: calibrated on {fit.seeds} seed tasks, threshold {fit.threshold:.3f}; "
+        f"cross-validated accuracy {fit.cv_accuracy:.2f}, balanced accuracy {fit.cv_balanced_accuracy:.2f}, "
+        f"AUC {fit.auc:.3f}; yes on the seeds: greedy {fit.greedy_yes_rate:.0%}, calibrated "
+        f"{fit.calibrated_yes_rate:.0%}, labels {fit.positives / fit.seeds:.0%}"
+    )
+    record = {**fit.to_dict(), "threshold": fit.threshold, "note": note, "seed_margins": margins}
+    write_json_atomic(saved, record)
+    return Method("calibrated", fit.threshold, note, record)
+
+
 def decision(ctx: StageContext, response: Response) -> str:
     """'yes', 'no', 'ambiguous' or 'truncated' for one answer, text or JSON."""
     if ctx.structured:
@@ -55,10 +127,13 @@ def decision(ctx: StageContext, response: Response) -> str:
     return parse_classification(response.text, response.finish_reason)
 
 
-async def run_classify(ctx: StageContext) -> int:
-    """Classify every accepted instruction that has no classification yet; returns how many were done."""
+async def run_classify(ctx: StageContext, seed_tasks: list[Task]) -> tuple[int, Method]:
+    """Classify every accepted instruction that has no classification yet.
+
+    Returns how many were done and the method used."""
     f = ctx.files
     n = 0
+    method = await choose_method(ctx, seed_tasks)
     failed: set[str] = set()  # requests that failed in this session: retried by the next one
     while True:
         done = {r["id"] for r in f.classifications.read()}
@@ -68,10 +143,12 @@ async def run_classify(ctx: StageContext) -> int:
         # whatever sessions the work was split into.
         round_no = min((attempts[r["id"]] for r in undecided), default=None)
         if round_no is None or round_no >= ctx.cfg.classify.max_attempts:
-            return n
+            return n, method
         todo = [r for r in undecided if attempts[r["id"]] == round_no]
 
         def build(rec: dict, attempt: int = round_no) -> Request:
+            if method.name == "calibrated":
+                return score_request(ctx, rec["instruction"], attempt)
             return build_request(ctx, rec["instruction"], attempt)
 
         failed.update(r["id"] for r in todo)
@@ -79,7 +156,11 @@ async def run_classify(ctx: StageContext) -> int:
             records, rejected = [], []
             for rec, resp in pairs:
                 failed.discard(rec["id"])
-                d = decision(ctx, resp)
+                m = margin(resp.top_logprobs) if method.name == "calibrated" else None
+                if method.name == "calibrated":
+                    d = "missing_logprobs" if m is None else "yes" if m >= method.threshold else "no"
+                else:
+                    d = decision(ctx, resp)
                 if d in UNUSABLE:
                     rejected.append(
                         {
@@ -98,6 +179,8 @@ async def run_classify(ctx: StageContext) -> int:
                             "instruction": rec["instruction"],
                             "is_classification": d == "yes",
                             "answer": resp.text.strip(),
+                            "method": method.name,
+                            **({"margin": round(m, 4)} if m is not None else {}),
                         }
                     )
             f.rejected.append(rejected)

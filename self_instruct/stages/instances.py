@@ -26,13 +26,14 @@ STAGE = "instances"
 def build_request(ctx: StageContext, instruction: str, is_classification: bool) -> Request:
     c = ctx.cfg.instances
     kind = "output_first" if is_classification else "input_first"
+    chat = not ctx.api_is_completions
     if ctx.structured:
         render = render_output_first_json if is_classification else render_input_first_json
         prompt, stop = render(instruction), ()
     elif is_classification:
-        prompt, stop = render_output_first(instruction), ("\nTask:",)
+        prompt, stop = render_output_first(instruction, chat=chat), ("\nTask:",)
     else:
-        prompt, stop = render_input_first(instruction), ("Example 6", "\nTask:")
+        prompt, stop = render_input_first(instruction, chat=chat), ("Example 6", "\nTask:")
     return Request(
         prompt=prompt,
         max_tokens=c.max_tokens_output_first if is_classification else c.max_tokens_input_first,
