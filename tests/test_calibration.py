@@ -137,3 +137,17 @@ def test_calibrated_over_http_reads_logprobs_in_both_apis(tmp_path, api):
     assert m["classify"]["method"] == "calibrated"
     assert m["classify"]["calibration"]["cv_balanced_accuracy"] == 1.0
     assert "calibrated on 175 seed tasks" in proc.stdout
+
+
+def test_analyze_shows_the_margins_and_the_threshold(tmp_path):
+    from self_instruct.analysis import analyze
+
+    summary = run(make_cfg(tmp_path, **{"classify.method": "calibrated"}), backend=ScriptedBackend())
+    stats = analyze([str(summary.run_dir)], str(tmp_path / "report"), progress=False)
+    c = stats["inputs"][0]["run"]["classification"]
+    fit = json.loads((summary.run_dir / "calibration.json").read_text())
+    assert c["threshold"] == fit["threshold"] and c["cv_balanced_accuracy"] == 1.0
+    assert len(c["run_margins"]) == 12 and len(c["seed_labels"]) == 175
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "Classification (calibrated)" in md and "margins.png" in md
+    assert (tmp_path / "report" / "margins.png").read_bytes().startswith(b"\x89PNG")

@@ -101,12 +101,27 @@ def _analyze_one(
             "failures": {"total": len(loaded.run.failures), "by_stage": dict(sorted(failures.items()))},
             "requests": st.run_requests(loaded.run.manifest),
             "seed_file": loaded.run.seed_file,
+            "classification": _classification(loaded.run.calibration, loaded.run.margins),
         }
         if not loaded.run.manifest:
             notes.append("The run directory has no manifest.json: no tokens, cost or time.")
     out["judge"] = None
     out["notes"] = notes
     return out, raw
+
+
+def _classification(fit: dict | None, margins: list[float]) -> dict | None:
+    """A calibrated run's threshold, its cross-validated quality and the margins on both sides."""
+    if not fit:
+        return None
+    keys = ("threshold", "seeds", "positives", "cv_accuracy", "cv_balanced_accuracy", "auc")
+    out = {k: fit.get(k) for k in keys}
+    out.update(greedy_yes_rate=fit.get("greedy_yes_rate"), calibrated_yes_rate=fit.get("calibrated_yes_rate"))
+    out["seed_margins"] = fit.get("seed_margins") or []
+    out["seed_labels"] = fit.get("seed_labels") or []
+    out["run_margins"] = margins
+    out["run_yes_rate"] = sum(m >= fit["threshold"] for m in margins) / len(margins) if margins else None
+    return out
 
 
 # ---------------------------------------------------------------- comparison
@@ -305,12 +320,12 @@ def _section(rep: Report, s: dict, prefix: str, figures: dict[str, bytes]) -> No
         rep.p(note)
 
     if s["run"]:
-        _run_section(rep, s["run"])
+        _run_section(rep, s["run"], figures, prefix)
     if s["judge"]:
         _judge_section(rep, s["judge"])
 
 
-def _run_section(rep: Report, run: dict) -> None:
+def _run_section(rep: Report, run: dict, figures: dict[str, bytes] | None = None, prefix: str = "") -> None:
     rej = run["rejected"]
     rep.h("Rejections", 3)
     if rej["total"]:
@@ -326,6 +341,29 @@ def _run_section(rep: Report, run: dict) -> None:
     if run["failures"]["total"]:
         by = ", ".join(f"{k} {v}" for k, v in run["failures"]["by_stage"].items())
         rep.p(f"Failed requests: {run['failures']['total']} ({by}).")
+
+    c = run.get("classification")
+    if c:
+        rep.h("Classification (calibrated)", 3)
+        rep.p(
+            f"Each task is scored by the first answer token's margin log P(yes) - log P(no); the threshold "
+            f"{fmt_float(c['threshold'])} was fitted on {fmt_int(c['seeds'])} labelled seed tasks "
+            f"({fmt_int(c['positives'])} classification)."
+        )
+        rep.table(
+            ["", "value"],
+            [
+                ["cross-validated accuracy on the seeds", fmt_float(c["cv_accuracy"])],
+                ["cross-validated balanced accuracy", fmt_float(c["cv_balanced_accuracy"])],
+                ["AUC of the margin", fmt_float(c["auc"])],
+                ["seeds labelled classification", fmt_pct(c["positives"] / c["seeds"])],
+                ["seeds called classification: greedy", fmt_pct(c["greedy_yes_rate"])],
+                ["seeds called classification: calibrated", fmt_pct(c["calibrated_yes_rate"])],
+                ["this run's instructions called classification", fmt_pct(c["run_yes_rate"])],
+            ],
+        )
+        if figures and "margins" in figures:
+            rep.figure(f"{prefix}margins.png", figures["margins"], "yes-no margins and the threshold")
 
     req = run["requests"]
     if req["per_stage"]:
@@ -460,6 +498,11 @@ def _build_report(
                 figures["seed_rouge"] = plots.histograms(
                     "ROUGE-L to the most similar seed", [panel], xlabel="ROUGE-L F"
                 )
+        c = (s["run"] or {}).get("classification")
+        if c and c["seed_margins"]:
+            figures["margins"] = plots.margin_histogram(
+                c["seed_margins"], c["seed_labels"], c["run_margins"], c["threshold"]
+            )
         _section(rep, s, prefix, figures)
     return rep
 

@@ -30,6 +30,8 @@ class RunInfo:
     failures: list[dict] = field(default_factory=list)
     manifest: dict = field(default_factory=dict)
     seed_file: str | None = None  # the seed file the run was made from, when it still exists
+    calibration: dict | None = None  # calibration.json: the classification threshold and seed margins
+    margins: list[float] = field(default_factory=list)  # the run's classified instructions (calibrated)
 
 
 @dataclass
@@ -181,11 +183,19 @@ def _load_run(path: Path) -> Loaded:
             "run `self-instruct dataset` first)"
         )
     tasks = load_tasks(source)
+    calibration = None
+    if files.calibration.is_file():
+        try:
+            calibration = json.loads(_read_text(files.calibration))
+        except json.JSONDecodeError as e:
+            raise UserError(f"{files.calibration}:{e.lineno}: invalid JSON ({e.msg})") from None
     run = RunInfo(
         rejected=read_jsonl(files.rejected.path),
         failures=read_jsonl(files.failures.path),
         manifest=manifest,
         seed_file=_find_seed_file(path, manifest),
+        calibration=calibration,
+        margins=[r["margin"] for r in read_jsonl(files.classifications.path) if "margin" in r],
     )
     return Loaded(str(path), "run", tasks, run)
 

@@ -121,3 +121,30 @@ def verb_noun_sunburst(top: list[dict], title: str) -> bytes:
     ax.set(aspect="equal")
     ax.set_title(title, fontsize=12)
     return _png(fig)
+
+
+def margin_histogram(
+    seed_margins: list[float], seed_labels: list[bool], run_margins: list[float], threshold: float
+) -> bytes:
+    """The seeds' yes-no margins by label, the run's margins, and the fitted threshold."""
+    values = seed_margins + run_margins
+    lo, hi = math.floor(min(values)), math.ceil(max(values))
+    bins = max(10, min(40, int((hi - lo) * 4)))
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    seeds_yes = [m for m, y in zip(seed_margins, seed_labels, strict=False) if y]
+    seeds_no = [m for m, y in zip(seed_margins, seed_labels, strict=False) if not y]
+    kw = {"bins": bins, "range": (lo, hi), "density": True, "histtype": "step", "linewidth": 1.6}
+    if seed_labels:
+        ax.hist(seeds_yes, label="seeds: classification", color="C1", **kw)
+        ax.hist(seeds_no, label="seeds: other", color="C0", **kw)
+    else:
+        ax.hist(seed_margins, label="seeds", color="C0", **kw)
+    if run_margins:
+        ax.hist(run_margins, label="this run", color="C2", linestyle="--", **kw)
+    ax.axvline(threshold, color="black", linewidth=1.2, label=f"threshold {threshold:.2f}")
+    ax.set_xlabel("log P(yes) - log P(no), first answer token", fontsize=9)
+    ax.set_ylabel("density", fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _png(fig)

@@ -113,7 +113,8 @@ async def choose_method(ctx: StageContext, seed_tasks: list[Task]) -> Method:
         f"AUC {fit.auc:.3f}; yes on the seeds: greedy {fit.greedy_yes_rate:.0%}, calibrated "
         f"{fit.calibrated_yes_rate:.0%}, labels {fit.positives / fit.seeds:.0%}"
     )
-    record = {**fit.to_dict(), "threshold": fit.threshold, "note": note, "seed_margins": margins}
+    record = {**fit.to_dict(), "threshold": fit.threshold, "note": note}
+    record.update(seed_margins=[round(m, 4) for m in margins], seed_labels=labels)  # type: ignore[arg-type]
     write_json_atomic(saved, record)
     return Method("calibrated", fit.threshold, note, record)
 
