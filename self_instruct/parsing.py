@@ -94,8 +94,8 @@ def unbold(value: str) -> str:
 
 
 def empty_input(value: str) -> bool:
-    v = unbold(value.strip()).strip("\"'`[]()").rstrip(".").strip().lower()
-    return v in EMPTY_INPUTS or value.strip().lower() in ("(none)", "[none]")
+    """An input written as nothing: '', 'None', 'N/A', '(none)', '**N/A.**', ..."""
+    return unbold(value.strip()).strip("\"'`[]()").rstrip(".").strip().lower() in EMPTY_INPUTS
 
 
 def collapse(text: str) -> str:
@@ -129,17 +129,13 @@ class _Lines:
     def __init__(self, text: str) -> None:
         pieces = text.split("\n")
         self.raw = [p + "\n" for p in pieces[:-1]] + [pieces[-1]]
-        self.text = [p for p in pieces]
+        self.text = pieces
 
     def __len__(self) -> int:
         return len(self.text)
 
     def join(self, start: int, end: int) -> str:
         return "".join(self.raw[start:end])
-
-
-def _reject(raw: str, reason: str, text: str | None = None) -> Part:
-    return Part(raw, reason, collapse(raw) if text is None else text)
 
 
 # --------------------------------------------------------------------------- bootstrap
@@ -171,11 +167,10 @@ class _Seg:
     lines: list[str] = field(default_factory=list)
 
 
-def _segments_to_parts(lines: _Lines, segs: list, end: int | None = None) -> list[Part]:
+def _segments_to_parts(lines: _Lines, segs: list) -> list[Part]:
     """Each segment's raw text: from its start to the next one's (blank lines go with the part before
     them; blank lines before the first segment go with it)."""
-    end = len(lines) if end is None else end
-    bounds = [0] + [s.start for s in segs[1:]] + [end]
+    bounds = [0] + [s.start for s in segs[1:]] + [len(lines)]
     return [Part(lines.join(bounds[k], bounds[k + 1]), s.reason) for k, s in enumerate(segs)]
 
 
@@ -345,7 +340,7 @@ def _parse_instances(
     n = len(lines)
     segs, lo = ([], 0) if continuation else _opening(lines, output_first, task)
     # A 'Task:' line after the examples starts the next task: it and what follows are not ours.
-    end = next((i for i in range(lo + 1, n) if (lab := label(lines.text[i])) and lab.name in TASK_NAMES), n)
+    end = next((i for i in range(lo, n) if (lab := label(lines.text[i])) and lab.name in TASK_NAMES), n)
     starts = _example_starts(lines, lo, end, class_labels=output_first)
     if continuation and starts[:1] != [0]:
         starts.insert(0, 0)

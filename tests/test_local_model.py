@@ -3,25 +3,36 @@
 import pytest
 from helpers import SEEDS, check_run_dir, cli
 
+from self_instruct.store import read_jsonl
+
 pytestmark = pytest.mark.slow
 
 
 def test_generate_with_the_embedded_model(tmp_path):
     proc = cli(
         "generate",
-        *("--seed-file", str(SEEDS), "--target", "4", "--run-name", "local", "--no-progress"),
+        *("--seed-file", str(SEEDS), "--target", "12", "--run-name", "local", "--no-progress"),
         cwd=tmp_path,
         timeout=900,
     )
     assert proc.returncode == 0, proc.stderr
-    m = check_run_dir(tmp_path / "outputs" / "local")
+    run_dir = tmp_path / "outputs" / "local"
+    m = check_run_dir(run_dir)
     assert m["backend"]["name"] == "local"
     assert m["backend"]["model"] == "SmolLM2-135M-Instruct.Q4_1.gguf"
     assert m["backend"]["api"] == "completions"
-    assert m["counts"]["machine_instructions"] == 4
-    assert m["counts"]["classified"] == 4 and m["counts"]["instance_records"] == 4
+    assert m["counts"]["machine_instructions"] == 12
+    assert m["counts"]["classified"] == 12 and m["counts"]["instance_records"] == 12
     assert m["requests"]["bootstrap"]["completion_tokens"] > 0
     assert m["sessions"][-1]["status"] == "finished"
+    # The local backend classifies by the yes-no margin, calibrated on the seeds' labels: greedy says
+    # "yes" to 4 of 175 seeds, so without it the output-first half of the method would never run.
+    fit = m["classify"]["calibration"]
+    assert m["classify"]["method"] == "calibrated" and fit["seeds"] == 175
+    assert fit["cv_balanced_accuracy"] >= 0.70 and fit["auc"] >= 0.8
+    assert 0.07 <= fit["calibrated_yes_rate"] <= 0.27  # the seeds' own share (17%) within 10 points
+    methods = [r["method"] for r in read_jsonl(run_dir / "instances.jsonl")]
+    assert "output_first" in methods
 
 
 @pytest.mark.parametrize("structured", ["on", "off"])

@@ -47,8 +47,9 @@ def build_request(ctx: StageContext, instruction: str, is_classification: bool) 
     )
 
 
-def parse(ctx: StageContext, is_classification: bool, response: Response) -> Parsed:
+def parse(ctx: StageContext, rec: dict, response: Response) -> Parsed:
     """The answer's instances and rejected parts, from JSON or text."""
+    is_classification = rec["is_classification"]
     kind = "output_first" if is_classification else "input_first"
     if ctx.structured:
         parsed = parse_list_json(
@@ -61,7 +62,10 @@ def parse(ctx: StageContext, is_classification: bool, response: Response) -> Par
             return parsed
     text_parse = parse_output_first if is_classification else parse_input_first
     return text_parse(
-        response.text, finish_reason=response.finish_reason, continuation=ctx.api_is_completions
+        response.text,
+        finish_reason=response.finish_reason,
+        continuation=ctx.api_is_completions,
+        task=rec["instruction"],
     )
 
 
@@ -83,7 +87,7 @@ async def run_instances(ctx: StageContext) -> int:
     async for pairs in answered(ctx, STAGE, todo, build, done=len(done), unit="task"):
         records, rejected = [], []
         for rec, resp in pairs:
-            parsed = parse(ctx, rec["is_classification"], resp)
+            parsed = parse(ctx, rec, resp)
             kept, dropped = filter_instances(parsed.kept, ctx.cfg.instances.max_instances)
             rejected += [_reject(rec, why, text=t) for why, t in parsed.rejected]
             rejected += [_reject(rec, why, **inst.to_dict()) for inst, why in dropped]
