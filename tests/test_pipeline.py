@@ -170,3 +170,65 @@ def test_rejections_carry_reasons(tmp_path):
     assert any("bootstrap stopped after 4 requests" in n for n in summary.notes)
     similar = [r for r in lines(summary.run_dir / "rejected.jsonl") if r["reason"] == "too_similar"]
     assert similar[0]["most_similar"]["score"] == 1.0
+
+
+def test_every_part_of_a_chat_answer_is_kept_or_recorded(tmp_path):
+    """A chat model that wraps its answers in prose: nothing it writes is lost without a record, and an
+    answer that is neither yes nor no is asked again, never read as "no"."""
+
+    class Chatty(ScriptedBackend):
+        async def complete(self, request):
+            self.calls.append(request)
+            p = request.prompt
+            if p.startswith("The numbered list"):
+                tasks = [
+                    "Describe the harbor of an old fishing town at dawn.",
+                    "Plan a picnic menu for six vegetarian friends.",
+                    "Translate the greeting into formal Japanese.",
+                    "Summarize the rules of chess for a child.",
+                    "List four ways to save water in a garden.",
+                    "Write a limerick about a sleepy librarian.",
+                    "Explain how a bicycle gear system works.",
+                    "Suggest names for a jazz band of retired pilots.",
+                    "Compare trains and planes for a trip across Europe.",
+                ]
+                items = "\n".join(f"{9 + k}. {t}" for k, t in enumerate(tasks))
+                text = f"Sure! Here are some new tasks:\n\n{items}\n\nI hope these help!"
+            elif p.rstrip().endswith("Answer Yes or No."):
+                # The first answer to each question dodges it; asked again, it says no.
+                seen = sum(1 for c in self.calls if c.prompt == p)
+                text = "Decision:" if seen == 1 else "No, it asks for open-ended text."
+            else:
+                text = (
+                    "Here are two examples:\n\n**Example 1**\n**Input:** a calm sea\n**Output:** The sea "
+                    "lay still.\nExplanation: it describes the input.\n\n**Example 2**\nOutput: Gulls "
+                    "circled.\n\nLet me know if you need more!"
+                )
+            return Response(text=text, finish_reason="stop")
+
+    cfg = make_cfg(tmp_path, target=3, **{"llm.api": "chat", "bootstrap.max_requests": "1"})
+    summary = run(cfg, backend=Chatty(api="chat"))
+    rejected = lines(summary.run_dir / "rejected.jsonl")
+    by = {(r["stage"], r["reason"]) for r in rejected}
+    assert ("bootstrap", "preamble") in by and ("bootstrap", "closing_remark") in by
+    over = [r["instruction"] for r in rejected if r["reason"] == "over_cap"]
+    assert len(over) == 2  # nine items, seven per answer
+    assert ("instances", "preamble") in by and ("instances", "explanation") in by
+    assert ("instances", "closing_remark") in by
+    # Three accepted, four more past the target: every item of the answer is on record.
+    assert sum(1 for r in rejected if r["reason"] == "over_target") == 4
+    ambiguous = [r for r in rejected if r["reason"] == "ambiguous_answer"]
+    assert len(ambiguous) == 3 and all(r["text"] == "Decision:" and r["attempt"] == 0 for r in ambiguous)
+    classes = lines(summary.run_dir / "classifications.jsonl")
+    assert len(classes) == 3 and not any(r["is_classification"] for r in classes)
+    kept = [r["instances"] for r in lines(summary.run_dir / "instances.jsonl")]
+    assert (
+        kept
+        == [
+            [
+                {"input": "a calm sea", "output": "The sea lay still."},
+                {"input": "", "output": "Gulls circled."},
+            ]
+        ]
+        * 3
+    )
