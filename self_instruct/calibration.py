@@ -5,10 +5,11 @@ nearly all of them: its yes/no threshold is off, not its judgement. So each task
 margin log P(yes) - log P(no) of the first answer token, and the threshold on that margin is chosen
 on the seed tasks, whose ``is_classification`` labels come with every seed file.
 
-The threshold maximises balanced accuracy (the mean of the recall on both labels: seed files hold
-far fewer classification tasks than others, and plain accuracy would favour answering "no" to all).
-The accuracy it reports is cross-validated (stratified folds: each fold's threshold is chosen on the
-other folds), so it is not measured on the data it was tuned on. AUC needs no threshold at all.
+The threshold calls as many seed tasks classification tasks as their labels do (see
+``best_threshold``). The accuracy and balanced accuracy it reports (balanced: the mean of the
+recall on both labels, since seed files hold far fewer classification tasks than others) are
+cross-validated: stratified folds, each judged with a threshold chosen on the other folds, so they
+are not measured on the data the threshold was tuned on. AUC needs no threshold at all.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import asdict, dataclass
-from itertools import pairwise
 
 YES_TOKENS = ("yes", "Yes", "YES", " yes", " Yes", " YES")
 NO_TOKENS = ("no", "No", "NO", " no", " No", " NO")
@@ -62,19 +62,20 @@ def balanced_accuracy(pred: list[bool], labels: list[bool]) -> float:
 
 
 def best_threshold(scores: list[float], labels: list[bool]) -> float:
-    """The margin threshold (``score >= t`` is yes) with the highest balanced accuracy on the data.
+    """The margin threshold (``score >= t`` is yes) that calls as many tasks classification tasks
+    as the labels do: midway between the k-th and the (k+1)-th highest score, for k positives.
 
-    Candidates are midpoints between neighbouring distinct scores; ties go to the higher threshold
-    (fewer yes answers), so an uninformative score does not label everything a classification."""
-    values = sorted(set(scores))
-    candidates = [values[0] - 1.0] + [(a + b) / 2 for a, b in pairwise(values)]
-    candidates.append(values[-1] + 1.0)
-    best, best_t = -1.0, candidates[-1]
-    for t in candidates:
-        ba = balanced_accuracy([s >= t for s in scores], labels)
-        if ba >= best:
-            best, best_t = ba, t
-    return best_t
+    So the model's ranking decides which tasks, and the seed file decides how many. Maximising
+    balanced accuracy instead was measured to be worse on our seeds with the embedded model
+    (cross-validated balanced accuracy 0.73-0.76 against 0.76-0.78, and a yes rate of 28% against
+    the labels' 17%): its optimum is flat and jagged, so it hinges on a seed or two."""
+    k = sum(labels)
+    ranked = sorted(scores, reverse=True)
+    if k == 0:
+        return ranked[0] + 1.0
+    if k == len(ranked):
+        return ranked[-1] - 1.0
+    return (ranked[k - 1] + ranked[k]) / 2
 
 
 @dataclass

@@ -57,6 +57,9 @@ SETTING_HELP = {
     "classify.max_tokens": "classification answer length, completions API",
     "classify.chat_max_tokens": "classification answer length, chat API and structured outputs",
     "classify.max_attempts": "answers asked for per instruction when they are neither yes nor no",
+    "classify.method": "auto | greedy (the reference rule) | calibrated (yes-no log-probability margin, "
+    "threshold fitted on the seed labels); auto: calibrated for the local backend, greedy for endpoints",
+    "classify.logprobs": "top alternatives asked for the first answer token (calibrated)",
     "instances.max_tokens_input_first": "answer length for input-first instances (the reference: 350)",
     "instances.max_tokens_output_first": "answer length for output-first instances (the reference: 300)",
     "bootstrap.requests_per_round": "bootstrap prompts per pool snapshot; fixed, so output is the same "

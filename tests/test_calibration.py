@@ -30,13 +30,14 @@ def test_auc_counts_ranked_pairs_and_ties_half():
     assert auc([1, 1], [True, False]) == 0.5
 
 
-def test_threshold_maximises_balanced_accuracy_not_accuracy():
-    # 2 positives, 8 negatives; "all no" has accuracy 0.8 but balanced accuracy 0.5.
+def test_threshold_calls_as_many_tasks_classification_as_the_labels_do():
+    # 2 positives, 8 negatives, one negative ranked between the positives.
     scores = [-1.0, -0.5, -3, -3.1, -3.2, -3.3, -3.4, -3.5, -0.8, -3.6]
     labels = [True, True] + [False] * 8
     t = best_threshold(scores, labels)
-    assert -1.0 >= t > -3.0
-    assert [s >= t for s in scores].count(True) == 3  # both positives and the one close negative
+    assert t == pytest.approx(-0.9)
+    assert [s >= t for s in scores].count(True) == 2
+    assert best_threshold([1.0, 2.0], [False, False]) > 2.0 and best_threshold([1.0, 2.0], [True, True]) < 1.0
 
 
 def test_folds_are_stratified():
