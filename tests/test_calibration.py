@@ -152,3 +152,25 @@ def test_analyze_shows_the_margins_and_the_threshold(tmp_path):
     md = (tmp_path / "report" / "report.md").read_text()
     assert "Classification (calibrated)" in md and "margins.png" in md
     assert (tmp_path / "report" / "margins.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_auto_keeps_greedy_when_calibration_is_no_better_than_chance(tmp_path):
+    import hashlib
+
+    from self_instruct.llm.base import Response
+
+    class NoisyLocal(ScriptedBackend):
+        name = "local"  # auto calibrates the local backend
+
+        async def complete(self, request):
+            if not request.logprobs:
+                return await super().complete(request)
+            noise = int(hashlib.sha256(request.prompt.encode()).hexdigest()[:6], 16) / 0xFFFFFF
+            return Response(
+                text=" No", finish_reason="length", top_logprobs={" No": -0.5, " Yes": -0.5 - noise}
+            )
+
+    summary = run(make_cfg(tmp_path), backend=NoisyLocal())
+    assert summary.manifest["classify"]["method"] == "greedy"
+    assert any("no better than chance" in n for n in summary.notes)
+    assert not (summary.run_dir / "calibration.json").exists()

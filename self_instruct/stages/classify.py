@@ -36,6 +36,7 @@ from .common import StageContext, answered
 
 STAGE = "classify"
 RETRY_TEMPERATURE = 0.7
+MIN_BALANCED_ACCURACY = 0.6  # auto keeps the reference rule when calibration does no better than this
 UNUSABLE = {"ambiguous": "ambiguous_answer", "truncated": "truncated", "missing_logprobs": "missing_logprobs"}
 
 
@@ -113,6 +114,13 @@ async def choose_method(ctx: StageContext, seed_tasks: list[Task]) -> Method:
         f"AUC {fit.auc:.3f}; yes on the seeds: greedy {fit.greedy_yes_rate:.0%}, calibrated "
         f"{fit.calibrated_yes_rate:.0%}, labels {fit.positives / fit.seeds:.0%}"
     )
+    if setting == "auto" and fit.cv_balanced_accuracy < MIN_BALANCED_ACCURACY:
+        return Method(
+            "greedy",
+            note="classify.method = auto: greedy, because the calibrated rule was no better than chance "
+            f"on the seeds (cross-validated balanced accuracy {fit.cv_balanced_accuracy:.2f}, "
+            f"AUC {fit.auc:.2f})",
+        )
     record = {**fit.to_dict(), "threshold": fit.threshold, "note": note}
     record.update(seed_margins=[round(m, 4) for m in margins], seed_labels=labels)  # type: ignore[arg-type]
     write_json_atomic(saved, record)
