@@ -225,8 +225,22 @@ def parse_instructions(
     parts = _segments_to_parts(lines, segs)
     if not segs and text:
         parts = [Part(text)]  # blank lines only
-    echoes = {_norm(clean_instruction(t)) for t in shown or ()}
-    return _sort_items(parts, segs, echoes, finish_reason, max_items)
+    return _sort_items(parts, segs, Echoes(shown or []), finish_reason, max_items)
+
+
+class Echoes:
+    """The instructions our prompt showed, to recognise a chat model repeating them: an item that is
+    one of them, or starts with one (a model that glues the next shown task onto it)."""
+
+    MIN_WORDS = 4  # a shorter shown instruction is too generic to count as a prefix
+
+    def __init__(self, shown: list[str]) -> None:
+        self.exact = {_norm(clean_instruction(t)) for t in shown}
+        self.prefixes = [p.rstrip(".?!:;") for p in self.exact if len(p.split()) >= self.MIN_WORDS]
+
+    def __contains__(self, text: str) -> bool:
+        t = _norm(text)
+        return t in self.exact or any(t.startswith(p) for p in self.prefixes)
 
 
 def _sort_items(parts, segs, echoes, finish_reason, max_items) -> Parsed:
@@ -240,7 +254,7 @@ def _sort_items(parts, segs, echoes, finish_reason, max_items) -> Parsed:
             continue
         text = clean_instruction(" ".join(seg.lines))
         nxt = segs[k + 1] if k + 1 < len(segs) else None
-        if _norm(text) in echoes:
+        if text in echoes:
             reason = "prompt_echo"
         elif finish_reason == "length" and nxt is None:
             reason = "truncated"

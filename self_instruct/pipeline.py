@@ -166,7 +166,9 @@ async def _run(
                 classify_method = {"method": method.name, "note": method.note}
                 if method.calibration:
                     classify_method["calibration"] = {
-                        k: v for k, v in method.calibration.items() if k not in ("note", "seed_margins")
+                        k: v
+                        for k, v in method.calibration.items()
+                        if k not in ("note", "seed_margins", "seed_labels")
                     }
                 notes.append(method.note)
                 undecided = len(files.instructions.read()) - len(files.classifications.read())

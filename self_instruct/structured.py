@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 
-from .parsing import Parsed, Part, clean_instruction, collapse, empty_input
+from .parsing import Echoes, Parsed, Part, clean_instruction, collapse, empty_input
 from .tasks import Instance
 
 KINDS = ("bootstrap", "classify", "input_first", "output_first")
@@ -122,12 +122,12 @@ def parse_list_json(
         out.rejected.append(("unparsable", collapse(text)))
         out.parts.append(Part(text, "unparsable", collapse(text)))
         return out
-    echoes = {collapse(clean_instruction(t)).lower() for t in shown or ()}
+    echoes = Echoes(shown or [])
     for value in values:
         kept = _value(kind, value)
         if kept is None:
             reason, text_ = "unparsable", collapse(json.dumps(value, ensure_ascii=False))
-        elif isinstance(kept, str) and kept.lower() in echoes:
+        elif isinstance(kept, str) and kept in echoes:
             reason, text_ = "prompt_echo", kept
         elif len(out.kept) >= max_items:
             reason, text_ = "over_cap", kept if isinstance(kept, str) else _show(kept)

@@ -20,6 +20,7 @@ from self_instruct.tasks import load_tasks
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not server_available(), reason=SKIP_REASON)]
 
 PREAMBLE = re.compile(r"^(Sure|Certainly|Here are|Here is|Here's|Below are|Of course|Okay)\b", re.I)
+LIST_INTRO = re.compile(r"\b(following|below|these|here are|list:)\b.*:$", re.I)
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +55,8 @@ def test_generate_through_llama_cpp_server(tmp_path, server_url, api, structured
     for text in accepted:
         assert header not in text.lower(), text
         assert not PREAMBLE.match(text), text
-        assert not text.rstrip().endswith(":"), text
-        assert text.lower() not in seeds, text
+        assert not LIST_INTRO.search(text.rstrip()), text
+        assert not any(text.lower().startswith(s.rstrip(".?!:")) for s in seeds if len(s.split()) >= 4), text
     # Every answer is accounted for: each classified or unusable answer is on record.
     classified = read_jsonl(run_dir / "classifications.jsonl")
     unusable = [r for r in read_jsonl(run_dir / "rejected.jsonl") if r["stage"] == "classify"]

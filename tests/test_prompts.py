@@ -250,3 +250,21 @@ def test_structured_prompts_show_every_demo_as_json(name):
             assert obj["examples"] and all(
                 all(v.strip() or k == "input" for k, v in e.items()) for e in obj["examples"]
             )
+
+
+def test_a_chat_model_gluing_shown_tasks_together_is_an_echo():
+    shown = [
+        "Recommend five habits that can help an adult fall asleep more easily.",
+        "Explain what this Python error means and how to fix it.",
+        "Sort it.",
+    ]
+    text = (
+        "1. Recommend five habits that can help an adult fall asleep more easily: 3, Explain what this "
+        "Python error means and how to fix it:\n2. Sort it out by colour and size please.\n"
+        "3. Plan a garden for a shady balcony."
+    )
+    parsed = parse_instructions(
+        text, first_number=9, finish_reason="stop", continuation=False, max_items=7, shown=shown
+    )
+    assert parsed.kept == ["Sort it out by colour and size please.", "Plan a garden for a shady balcony."]
+    assert [r[0] for r in parsed.rejected] == ["prompt_echo"]
