@@ -122,3 +122,17 @@ def test_urls_lose_their_credentials_before_they_are_written():
     assert redact_url("http://user:secret@gpu-7:8000/v1") == "http://gpu-7:8000/v1"
     assert redact_url("https://api.example.test/v1?x=1") == "https://api.example.test/v1?x=1"
     assert redact_url("") == ""
+
+
+def test_response_format_forms():
+    from self_instruct.llm.openai_backend import response_format
+    from self_instruct.structured import schema_text
+
+    schema = schema_text("bootstrap", 7)
+    strict = response_format(schema)
+    assert strict["type"] == "json_schema" and strict["json_schema"]["strict"] is True
+    # the strict subset some servers take: no length limits (the parser caps the items itself)
+    assert "maxItems" not in json.dumps(strict)
+    loose = response_format(schema, "json_object")
+    assert loose == {"type": "json_object", "schema": json.loads(schema)}
+    assert loose["schema"]["properties"]["instructions"]["maxItems"] == 7

@@ -28,13 +28,23 @@ JSON_FORMS = ("json_schema", "json_object")
 
 def response_format(schema: str, form: str = "json_schema") -> dict:
     """A schema as ``response_format``: the ``json_schema`` form of OpenAI, vLLM, SGLang, Ollama and
-    llama.cpp's own server, or the ``json_object`` + ``schema`` form of llama-cpp-python's server."""
+    llama.cpp's own server, or the ``json_object`` + ``schema`` form of llama-cpp-python's server.
+
+    Strict mode takes a subset of JSON Schema that leaves out length limits on some servers, so the
+    ``json_schema`` form drops ``minItems`` / ``maxItems`` (the prompt asks for at most that many and
+    the parser records any more as ``over_cap``)."""
     if form == "json_object":
         return {"type": "json_object", "schema": json.loads(schema)}
-    return {
-        "type": "json_schema",
-        "json_schema": {"name": "answer", "schema": json.loads(schema), "strict": True},
-    }
+    strict = _without_lengths(json.loads(schema))
+    return {"type": "json_schema", "json_schema": {"name": "answer", "schema": strict, "strict": True}}
+
+
+def _without_lengths(node):
+    if isinstance(node, dict):
+        return {k: _without_lengths(v) for k, v in node.items() if k not in ("minItems", "maxItems")}
+    if isinstance(node, list):
+        return [_without_lengths(v) for v in node]
+    return node
 
 
 def first_token_logprobs(logprobs) -> dict[str, float] | None:
