@@ -52,11 +52,19 @@ class Plan:
     def runs(self) -> list[tuple[str, dict[str, object]]]:
         """(label, overrides) for every combination, in a stable order."""
         keys = list(self.matrix)
-        out = []
+        out: list[tuple[str, dict[str, object]]] = []
+        seen: list[tuple[str, dict]] = []
         for values in itertools.product(*(self.matrix[k] for k in keys)):
             combo = dict(zip(keys, values, strict=True))
             label = "_".join(f"{k}-{v}" for k, v in combo.items()) or "run"
             label = re.sub(r"[^A-Za-z0-9._=-]+", "-", label)[:120]
+            clash = next((other for lbl, other in seen if lbl == label), None)
+            if clash is not None:
+                raise UserError(
+                    f"[matrix]: the combinations {clash} and {combo} both get the run directory name "
+                    f"'{label}'; make their values differ in letters or digits"
+                )
+            seen.append((label, combo))
             out.append((label, {**self.base, **combo}))
         return out
 

@@ -85,11 +85,28 @@ class JsonlStore:
             return 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
         repair_torn_tail(self.path)
+        created = not self.path.exists()
         with self.path.open("a", encoding="utf-8") as f:
             f.write(lines)
             f.flush()
             os.fsync(f.fileno())
+        if created:  # the new file's name must survive a power loss too
+            fsync_dir(self.path.parent)
         return lines.count("\n")
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a directory's entries (a file created or renamed into it) durable."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # platforms without directory handles
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def write_json_atomic(path: str | Path, obj) -> None:
@@ -106,6 +123,7 @@ def write_text_atomic(path: str | Path, text: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    fsync_dir(path.parent)
 
 
 def write_jsonl_atomic(path: str | Path, records: Iterable[dict]) -> int:

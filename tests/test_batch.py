@@ -104,3 +104,11 @@ def test_merged_batch_exports_with_a_card_naming_every_run(tmp_path):
     card = (tmp_path / "exp" / "README.md").read_text()
     for label in json.loads((merged / "manifest.json").read_text())["merged_from"]:
         assert f"### {label}" in card
+
+
+def test_matrix_values_that_give_the_same_run_name_are_refused(tmp_path):
+    plan = tmp_path / "plan.toml"
+    plan.write_text('name = "clash"\n[matrix]\n"llm.model" = ["org/model a", "org/model-a"]\n')
+    proc = cli("batch", str(plan), cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "both get the run directory name 'llm.model-org-model-a'" in proc.stderr

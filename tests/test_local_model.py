@@ -51,3 +51,23 @@ def test_chat_api_with_the_embedded_model(tmp_path, structured):
     assert m["counts"]["failures"] == 0  # every request got an answer from the model
     assert m["counts"]["machine_instructions"] >= 1
     assert m["requests"]["instances"]["completion_tokens"] > 0
+
+
+def test_a_cancelled_local_request_does_not_cancel_the_next_one():
+    import asyncio
+
+    from self_instruct.llm.base import Request
+    from self_instruct.llm.local_backend import LocalBackend
+
+    backend = LocalBackend()
+
+    async def go():
+        long = Request(prompt="1, 2, 3, 4, 5, 6, 7, 8,", max_tokens=2000)  # it counts on and on
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(backend.complete(long), 0.3)
+        ok = await backend.complete(Request(prompt="Say hello.", max_tokens=8))
+        await backend.close()
+        return ok
+
+    response = asyncio.run(go())
+    assert response.completion_tokens > 0 and response.text

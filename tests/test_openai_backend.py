@@ -121,7 +121,21 @@ def test_urls_lose_their_credentials_before_they_are_written():
 
     assert redact_url("http://user:secret@gpu-7:8000/v1") == "http://gpu-7:8000/v1"
     assert redact_url("https://api.example.test/v1?x=1") == "https://api.example.test/v1?x=1"
+    assert redact_url("https://a.test/v1?api-key=k1&x=1&access_token=t") == (
+        "https://a.test/v1?api-key=REDACTED&x=1&access_token=REDACTED"
+    )
     assert redact_url("") == ""
+
+
+def test_an_unreachable_endpoint_is_named_without_its_password(tmp_path):
+    proc = cli(
+        "generate",
+        *("--base-url", "http://user:pw-canary@127.0.0.1:1/v1?api-key=key-canary", "--seed-file", str(SEEDS)),
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2
+    assert "cannot reach http://127.0.0.1:1/v1" in proc.stderr
+    assert "canary" not in proc.stderr + proc.stdout
 
 
 def test_response_format_forms():

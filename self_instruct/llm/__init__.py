@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from urllib.parse import urlsplit, urlunsplit
+import re
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..config import LLMConfig
 from ..errors import UserError
@@ -58,12 +59,22 @@ def describe(backend: Backend) -> dict:
     return info
 
 
+SECRET_PARAM = re.compile(r"(key|token|secret|password|passwd|pwd|sig|signature|auth|credential)", re.I)
+
+
 def redact_url(url: str) -> str:
-    """The URL without any user:password part, for manifests and logs."""
+    """The URL without any user:password part and with key-like query values hidden, for manifests,
+    messages and logs (``?api-key=...`` becomes ``?api-key=REDACTED``)."""
     if not url:
         return url
     parts = urlsplit(url)
     netloc = parts.hostname or ""
     if parts.port:
         netloc += f":{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    query = urlencode(
+        [
+            (k, "REDACTED" if SECRET_PARAM.search(k) else v)
+            for k, v in parse_qsl(parts.query, keep_blank_values=True)
+        ]
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))

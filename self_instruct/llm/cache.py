@@ -25,8 +25,10 @@ class ResponseCache:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        # Autocommit with WAL: each put is durable on its own and readers never block writers, so
-        # several runs (a batch) can share one cache file.
+        # Autocommit with WAL: each put is committed on its own and readers never block writers, so
+        # several runs (a batch) can share one cache file. synchronous=NORMAL: a put survives a crash
+        # or kill of the process; a power loss may lose the last puts, which only means asking the
+        # model again (the run's own files are fsynced).
         self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")

@@ -88,11 +88,13 @@ class LocalBackend:
         self.model_path = str(path)
         self.api = api
         self._lock = threading.Lock()
-        # Set when the caller gives up (Ctrl-C): llama.cpp checks it after every token and stops.
-        self._cancel = threading.Event()
+        # One event per request, set when its caller gives up (Ctrl-C): llama.cpp checks it after
+        # every token and stops. close() sets all of them and refuses new requests.
+        self._active: set[threading.Event] = set()
+        self._closed = threading.Event()
         self._grammars: dict[str, LlamaGrammar] = {}
 
-    def _run(self, request: Request) -> Response:
+    def _run(self, request: Request, cancel: threading.Event) -> Response:
         kwargs = dict(
             max_tokens=request.max_tokens,
             temperature=request.temperature,
@@ -105,12 +107,12 @@ class LocalBackend:
         if request.schema:
             kwargs["grammar"] = self._grammar(request.schema)
         first: dict[str, float] = {}
-        processors = [self._end_if_cancelled]
+        processors = [self._end_if(cancel)]
         if request.logprobs:
             processors.append(self._first_token_logprobs(request.logprobs, first))
         kwargs["logits_processor"] = LogitsProcessorList(processors)
         with self._lock:
-            if self._cancel.is_set():
+            if cancel.is_set() or self._closed.is_set():
                 raise asyncio.CancelledError
             if self.api == "chat":
                 # Chat completion takes no stopping criteria: a cancelled request is ended by
@@ -121,7 +123,7 @@ class LocalBackend:
                 choice = out["choices"][0]
                 text = choice["message"].get("content") or ""
             else:
-                stop_now = StoppingCriteriaList([lambda tokens, logits: self._cancel.is_set()])
+                stop_now = StoppingCriteriaList([lambda tokens, logits: cancel.is_set()])
                 out = self._llama.create_completion(
                     prompt=request.prompt, stopping_criteria=stop_now, **kwargs
                 )
@@ -153,11 +155,16 @@ class LocalBackend:
 
         return record
 
-    def _end_if_cancelled(self, input_ids, scores):
-        if self._cancel.is_set():
-            scores[:] = -np.inf
-            scores[self._llama.token_eos()] = 0.0
-        return scores
+    def _end_if(self, cancel: threading.Event):
+        """A logits processor that makes end-of-sequence the only choice once ``cancel`` is set."""
+
+        def end(input_ids, scores):
+            if cancel.is_set():
+                scores[:] = -np.inf
+                scores[self._llama.token_eos()] = 0.0
+            return scores
+
+        return end
 
     def _grammar(self, schema: str):
         """A llama.cpp grammar that only lets the model write JSON of this schema (built once)."""
@@ -168,14 +175,24 @@ class LocalBackend:
         return grammar
 
     async def complete(self, request: Request) -> Response:
+        cancel = threading.Event()
+        self._active.add(cancel)
         try:
-            return await asyncio.to_thread(self._run, request)
+            return await asyncio.to_thread(self._run, request, cancel)
         except asyncio.CancelledError:
-            self._cancel.set()
+            cancel.set()  # this request only: the next one runs normally
             raise
+        finally:
+            self._active.discard(cancel)
 
     async def close(self) -> None:
-        self._cancel.set()
+        self._closed.set()
+        for cancel in list(self._active):
+            cancel.set()
+        # Waiting for the running generation to stop takes the thread lock: not on the event loop.
+        await asyncio.to_thread(self._close_model)
+
+    def _close_model(self) -> None:
         with self._lock:
             close = getattr(self._llama, "close", None)
             if close:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import openai
 
+from . import redact_url
 from .base import Api, FatalError, Request, Response, TransientError
 
 
@@ -114,7 +115,8 @@ class OpenAIBackend:
             client = openai.AsyncOpenAI(
                 base_url=url, api_key=api_key or "not-needed", max_retries=0, timeout=timeout
             )
-            self.endpoints.append(Endpoint(client, str(client.base_url)))
+            # The URL as shown in messages and the manifest: without credentials.
+            self.endpoints.append(Endpoint(client, redact_url(str(client.base_url))))
 
     async def check(self) -> None:
         """Fail fast, with a clear message, when no endpoint can be reached or the key is refused.
