@@ -8,7 +8,7 @@ import types
 import typing
 
 from . import config as config_mod
-from .errors import UserError
+from .errors import RunIncomplete, UserError
 
 DESCRIPTION = """Generate an instruction-tuning dataset from seed tasks with the Self-Instruct method.
 
@@ -68,6 +68,7 @@ SETTING_HELP = {
 
 
 RESUME_HINT = "Everything accepted so far is saved; run the same command again to resume."
+RESUME_RETRY = "Everything done so far is saved; run the same command again to retry what is missing"
 
 
 def _flag(name: str) -> str:
@@ -227,8 +228,8 @@ def _print_summary(summary) -> None:
         f"(classification: {c['classification_tasks']} of {c['classified']} classified)",
         f"  dataset: {c['dataset_tasks']} tasks, {c['dataset_rows']} instances"
         f" -> {summary.run_dir / 'dataset.jsonl'}",
-        f"  rejected: {c['rejected']} (see rejected.jsonl)   failed requests: {c['failures']}"
-        f"   tokens: {tokens}",
+        f"  rejected: {c['rejected']} (see rejected.jsonl)   failed requests: {c['failures']} outstanding"
+        f" ({c['failures_history']} in failures.jsonl)   tokens: {tokens}",
     ]
     structured = summary.manifest.get("structured") or {}
     if structured:
@@ -258,6 +259,8 @@ def run_generate(command: str, args: dict):
     cfg = config_mod.load_config(args.pop("config"), args)
     summary = run(cfg, STAGES if command == "generate" else (command,))
     _print_summary(summary)
+    if summary.incomplete:
+        raise RunIncomplete("; ".join(summary.incomplete) + f". {RESUME_RETRY}")
 
 
 def run_batch_plan(args: dict) -> None:
@@ -283,6 +286,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"self-instruct: error: {e}", file=sys.stderr)
         return 2
+    except RunIncomplete as e:
+        print(f"self-instruct: incomplete: {e}", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         print(f"\nself-instruct: interrupted. {RESUME_HINT}", file=sys.stderr)
         return 130

@@ -43,6 +43,9 @@ class LLMConfig:
     # overrides the built-in one (TOML only: [llm.prices] "my-model" = [0.2, 0.6]).
     prices: dict[str, list[float]] = field(default_factory=dict)
     batch_api: bool = False  # classify and instances through the OpenAI Batch API (half price, slow)
+    # Circuit breaker: stop early when this share of the last breaker_window attempts failed (0: off)
+    breaker_window: int = 20
+    breaker_failure_rate: float = 0.9
     # Structured outputs: each stage asks for JSON of a schema (response_format / a llama.cpp grammar).
     # auto: on for the local backend; for an endpoint, probed once per run (off if it refuses)
     structured: str = "auto"
@@ -250,6 +253,10 @@ def validate(cfg: Config) -> None:
         bad("llm.structured", "must be auto, on or off")
     if cfg.llm.batch_api and cfg.llm.backend == "local":
         bad("llm.batch_api", "needs the openai backend")
+    if cfg.llm.breaker_window < 0:
+        bad("llm.breaker_window", "must be 0 (off) or more")
+    if not 0.0 < cfg.llm.breaker_failure_rate <= 1.0:
+        bad("llm.breaker_failure_rate", "must be above 0 and at most 1")
     if cfg.llm.concurrency < 1:
         bad("llm.concurrency", "must be at least 1")
     b = cfg.bootstrap

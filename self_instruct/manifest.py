@@ -48,14 +48,46 @@ def _lines(path: Path) -> int:
     return len(read_jsonl(path)) if path.exists() else 0
 
 
-def count_files(files: RunFiles) -> dict:
+def outstanding_failures(files: RunFiles, target: int) -> list[dict]:
+    """The failed requests whose work is still undone; failures.jsonl keeps the whole history.
+
+    A classification or instance request is resolved once its instruction got an answer (a later
+    run retries it). A failed bootstrap request is never retried, the next one takes its place: its
+    failure is resolved once the target is reached."""
+    answered = {
+        "classify": {r["id"] for r in files.classifications.read()}
+        | {r["id"] for r in files.rejected.read() if r.get("stage") == "classify"},
+        "instances": {r["id"] for r in files.instances.read()},
+    }
+    bootstrap_done = len(files.instructions.read()) >= target
+    out, seen = [], set()
+    for r in files.failures.read():
+        stage, key = r.get("stage"), r.get("key")
+        if (stage, key) in seen:
+            continue
+        resolved = bootstrap_done if stage == "bootstrap" else key in answered.get(stage, set())
+        if not resolved:
+            seen.add((stage, key))
+            out.append(r)
+    return out
+
+
+def failure_causes(failures: list[dict], n: int = 3) -> str:
+    """'500 server error x4, timeout x1': the most common causes of failed requests."""
+    causes = Counter(str(r.get("error") or "?").split(":")[0].split(" (after")[0][:60] for r in failures)
+    return ", ".join(f"{cause} x{k}" for cause, k in causes.most_common(n))
+
+
+def count_files(files: RunFiles, target: int) -> dict:
     rejected = files.rejected.read()
     by_stage: dict[str, Counter] = {}
     for r in rejected:
         by_stage.setdefault(r.get("stage", "?"), Counter())[r.get("reason", "?")] += 1
     classes = files.classifications.read()
     inst = files.instances.read()
-    failures = Counter(r.get("stage", "?") for r in files.failures.read())
+    history = files.failures.read()
+    outstanding = outstanding_failures(files, target)
+    failures = Counter(r.get("stage", "?") for r in outstanding)
     return {
         "machine_instructions": len(files.instructions.read()),
         "bootstrap_requests": len(files.bootstrap_log.read()),
@@ -67,8 +99,10 @@ def count_files(files: RunFiles) -> dict:
         "dataset_rows": _lines(files.dataset),
         "rejected": len(rejected),
         "rejected_by_stage": {s: dict(sorted(c.items())) for s, c in sorted(by_stage.items())},
-        "failures": sum(failures.values()),
+        "failures": len(outstanding),  # outstanding: requests whose work is still undone
         "failures_by_stage": dict(sorted(failures.items())),
+        "failures_history": len(history),  # every failed request ever recorded (failures.jsonl)
+        "failures_history_by_stage": dict(sorted(Counter(r.get("stage", "?") for r in history).items())),
     }
 
 
@@ -114,7 +148,7 @@ def write_manifest(
         "config": config,
         "structured": structured or old.get("structured"),
         "classify": classify or old.get("classify"),
-        "counts": count_files(files),
+        "counts": count_files(files, cfg.target),
         "requests": _rounded(totals),
         "sessions": sessions,
         "wall_seconds": round(sum(s.get("wall_seconds", 0) for s in sessions), 3),

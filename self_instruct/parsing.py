@@ -415,7 +415,7 @@ def _opening(lines: _Lines, output_first: bool, task: str | None) -> tuple[list[
         body = undecorate(line).strip()
         lab = label(line)
         if lab and lab.name in TASK_NAMES:
-            if task is not None and _norm(lab.value) != _norm(task):
+            if task is not None and not _same_task(lab.value, task):
                 break  # another task: the answer holds no examples of ours before it
             segs.append(_Seg(i, "prompt_echo"))
             continue
@@ -497,6 +497,13 @@ def _output_first_instance(lines: _Lines, s: int, e: int, continued: bool) -> In
     else:
         inp = _value_lines(lines, i, e, None)
     return Instance("" if empty_input(inp) else inp, value)
+
+
+def _same_task(written: str, task: str) -> bool:
+    """Whether a 'Task:' line restates our target: chat models repeat it loosely (a word changed,
+    the final period dropped), so most of its words are enough."""
+    a, b = set(_norm(written).split()), set(_norm(task).split())
+    return bool(a) and len(a & b) >= 0.6 * max(len(a), len(b))
 
 
 def _norm(text: str) -> str:

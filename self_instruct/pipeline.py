@@ -5,17 +5,17 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import Config
-from .errors import UserError
+from .errors import RunIncomplete, UserError
 from .llm import create_backend, describe
-from .llm.base import Backend, FatalError, Request
+from .llm.base import Backend, EndpointDown, FatalError, Request
 from .llm.cache import ResponseCache
-from .llm.engine import Engine, RetryPolicy
+from .llm.engine import Breaker, Engine, RetryPolicy
 from .llm.prices import price_for
-from .manifest import read_manifest, write_manifest
+from .manifest import failure_causes, outstanding_failures, read_manifest, write_manifest
 from .stages.bootstrap import run_bootstrap
 from .stages.classify import run_classify
 from .stages.common import StageContext
@@ -34,6 +34,27 @@ class RunSummary:
     run_dir: Path
     manifest: dict
     notes: list[str]
+    incomplete: list[str] = field(default_factory=list)  # why the work is not done (exit status 3)
+
+
+def incomplete_reasons(cfg: Config, stages: tuple[str, ...], files: RunFiles) -> list[str]:
+    """What the stages that ran left undone: an empty list means the run is complete."""
+    accepted = files.instructions.read()
+    classified = {r["id"] for r in files.classifications.read()}
+    generated = {r["id"] for r in files.instances.read()}
+    reasons = []
+    if "bootstrap" in stages and len(accepted) < cfg.target:
+        reasons.append(f"bootstrap accepted {len(accepted)} of {cfg.target} instructions")
+    if "classify" in stages and (n := sum(r["id"] not in classified for r in accepted)):
+        reasons.append(f"{n} instructions have no yes/no classification")
+    if "instances" in stages and (n := len(classified - generated)):
+        reasons.append(f"{n} classified instructions have no instances")
+    outstanding = outstanding_failures(files, cfg.target)
+    if outstanding:
+        reasons.append(
+            f"{len(outstanding)} failed requests in failures.jsonl ({failure_causes(outstanding)})"
+        )
+    return reasons
 
 
 def make_engine(cfg: Config, backend: Backend, default_cache_dir: Path) -> Engine:
@@ -46,6 +67,7 @@ def make_engine(cfg: Config, backend: Backend, default_cache_dir: Path) -> Engin
         cache=ResponseCache(cache_dir / "cache.sqlite") if cfg.llm.cache else None,
         rpm=cfg.llm.rpm,
         tpm=cfg.llm.tpm,
+        breaker=Breaker(cfg.llm.breaker_window, cfg.llm.breaker_failure_rate),
         price=None
         if backend.name == "local"
         else price_for(backend.model, cfg.llm.price_prompt, cfg.llm.price_completion, cfg.llm.prices),
@@ -190,6 +212,9 @@ async def _run(
             session["stage_seconds"][stage] = round(time.perf_counter() - t0, 3)
             save()
         session["status"] = "finished"
+    except EndpointDown as e:
+        session["status"] = "stopped"
+        raise RunIncomplete(f"{e}; see failures.jsonl; run the same command again to resume") from None
     except FatalError as e:
         session["status"] = "failed"
         raise UserError(str(e)) from None
@@ -202,4 +227,4 @@ async def _run(
             await backend.close()
         if engine and engine.cache:
             engine.cache.close()
-    return RunSummary(files.root, manifest, notes)
+    return RunSummary(files.root, manifest, notes, incomplete_reasons(cfg, stages, files))

@@ -36,7 +36,7 @@ def test_failed_batch_lines_are_recorded_and_retried(tmp_path):
         args = generate_args(
             server, "b", "--target", "6", "--llm-batch-api", "--llm-batch-poll-seconds", "0.01"
         )
-        assert cli(*args, cwd=tmp_path).returncode == 0
+        assert cli(*args, cwd=tmp_path).returncode == 3  # failures outstanding
         failures = [json.loads(line) for line in (tmp_path / "outputs" / "b" / "failures.jsonl").open()]
         assert {f["key"] for f in failures} == {"machine_1", "machine_3"}
         assert all("injected batch line failure" in f["error"] for f in failures)

@@ -77,10 +77,14 @@ def test_length_cut_responses_keep_their_complete_items(tmp_path):
     with FakeOpenAIServer(respond) as server:
         server.set_fault_rule(lambda n, body: Fault(finish_reason="length") if "prompt" in body else None)
         proc = cli(*generate_args(server, "cut", "--target", "6", "--no-cache"), cwd=tmp_path)
-        assert proc.returncode == 0, proc.stderr
+        # Every answer is cut off, the one-word classifications too: " No" cut off might have been
+        # "Not ...", so none counts, and the run says it is incomplete.
+        assert proc.returncode == 3, proc.stderr
+        assert "6 instructions have no yes/no classification" in proc.stderr
     m = check_run_dir(tmp_path / "outputs" / "cut")
     assert m["requests"]["bootstrap"]["finish_length"] >= 1
     assert m["counts"]["rejected_by_stage"]["bootstrap"]["truncated"] >= 1
+    assert m["counts"]["rejected_by_stage"]["classify"]["truncated"] == 6 * 3  # three attempts each
     assert m["counts"]["machine_instructions"] == 6
 
 
@@ -91,13 +95,35 @@ def test_request_that_keeps_failing_is_recorded_not_dropped(tmp_path):
             lambda n, body: Fault(status=500) if body["prompt"].endswith("Classification:") else None
         )
         proc = cli(*generate_args(server, "fail", "--target", "5", "--llm-max-retries", "2"), cwd=tmp_path)
-        assert proc.returncode == 0, proc.stderr
+        assert proc.returncode == 3, proc.stderr
         assert "5 accepted instructions have no instances yet" in proc.stdout
+        assert "5 failed requests in failures.jsonl (500 server error x5)" in proc.stderr
+        assert "failed requests: 5 outstanding (5 in failures.jsonl)" in proc.stdout
         server.set_fault_rule(None)
-        assert cli(*generate_args(server, "fail", "--target", "5"), cwd=tmp_path).returncode == 0
+        proc = cli(*generate_args(server, "fail", "--target", "5"), cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        assert "failed requests: 0 outstanding (5 in failures.jsonl)" in proc.stdout
     m = check_run_dir(tmp_path / "outputs" / "fail")
-    assert m["counts"]["failures_by_stage"] == {"classify": 5}
+    # The re-run resolved them: none outstanding, the history kept.
+    assert m["counts"]["failures_by_stage"] == {} and m["counts"]["failures"] == 0
+    assert m["counts"]["failures_history_by_stage"] == {"classify": 5}
     assert m["counts"]["classified"] == 5 and m["counts"]["instance_records"] == 5
+
+
+def test_an_endpoint_that_always_fails_stops_early_with_status_3(tmp_path):
+    with FakeOpenAIServer(respond) as server:
+        server.set_fault_rule(lambda n, body: Fault(status=500))
+        proc = cli(*generate_args(server, "down", "--target", "50"), cwd=tmp_path)
+        served = server.counts
+    assert proc.returncode == 3, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr
+    assert lines[0].startswith("self-instruct: incomplete: the endpoint is not serving: 20 of the last 20")
+    assert "500 server error x20" in lines[0]
+    # It stopped after the breaker's window, not after 20 x target + 50 requests with retries each.
+    assert served["fault:500"] <= 20 + 8  # the window, plus the attempts already in flight
+    m = json.loads((tmp_path / "outputs" / "down" / "manifest.json").read_text())
+    assert m["sessions"][-1]["status"] == "stopped"
 
 
 def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_result(tmp_path):

@@ -64,6 +64,10 @@ class FatalError(Exception):
     """Retrying cannot help (bad key, unknown model, bad request): the run stops with this message."""
 
 
+class EndpointDown(FatalError):
+    """Most recent attempts failed (the circuit breaker): the endpoint is not serving, stop early."""
+
+
 class Backend(Protocol):
     """A model that turns one Request into one Response, or raises TransientError / FatalError."""
 

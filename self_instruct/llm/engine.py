@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from aiolimiter import AsyncLimiter
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
-from .base import Backend, FatalError, Request, Response, TransientError
+from .base import Backend, EndpointDown, FatalError, Request, Response, TransientError
 from .cache import ResponseCache, cache_key
 
 
@@ -31,6 +31,32 @@ class RetryPolicy:
     max_retries: int = 5
     backoff_initial: float = 1.0
     backoff_max: float = 30.0
+
+
+class Breaker:
+    """A circuit breaker: when ``rate`` or more of the last ``window`` attempts failed, the endpoint
+    is not serving, and the run stops early with the cause instead of grinding through every request.
+
+    Rate limiting (429) is the server throttling, not failing: it does not count either way."""
+
+    def __init__(self, window: int = 20, rate: float = 0.9) -> None:
+        self.window, self.rate = window, rate
+        self.outcomes: deque[bool] = deque(maxlen=max(window, 1))
+        self.causes: Counter = Counter()
+
+    def record(self, ok: bool, error: str = "") -> None:
+        if self.window <= 0 or error.startswith("429"):
+            return
+        self.outcomes.append(ok)
+        if not ok:
+            self.causes[error.split(":")[0][:60]] += 1
+        failed = self.outcomes.count(False)
+        if len(self.outcomes) == self.window and failed >= self.rate * self.window:
+            top = ", ".join(f"{cause} x{n}" for cause, n in self.causes.most_common(2))
+            raise EndpointDown(
+                f"the endpoint is not serving: {failed} of the last {self.window} attempts failed ({top}); "
+                "stopped early (llm.breaker_window, llm.breaker_failure_rate)"
+            )
 
 
 @dataclass(frozen=True)
@@ -64,7 +90,9 @@ class Engine:
         rpm: float = 0,
         tpm: float = 0,
         price: Price | None = None,
+        breaker: Breaker | None = None,
     ) -> None:
+        self.breaker = breaker or Breaker()
         self.backend = backend
         self.concurrency = max(1, min(concurrency, backend.max_concurrency))
         self.retry = retry or RetryPolicy()
@@ -107,7 +135,9 @@ class Engine:
                         response = await self.backend.complete(request)
                     except TransientError as e:
                         stats[f"error:{str(e).split(':')[0][:40]}"] += 1
+                        self.breaker.record(False, str(e))
                         raise
+                    self.breaker.record(True)
         except TransientError as e:
             stats["failures"] += 1
             response = Response(text="", finish_reason="error", error=f"{e} (after {attempts} attempts)")
