@@ -60,6 +60,8 @@ SETTING_HELP = {
     "classify.method": "auto | greedy (the reference rule) | calibrated (yes-no log-probability margin, "
     "threshold fitted on the seed labels); auto: calibrated for the local backend, greedy for endpoints",
     "classify.logprobs": "top alternatives asked for the first answer token (calibrated)",
+    "llm.breaker_window": "circuit breaker: attempts looked back on (0: off)",
+    "llm.breaker_failure_rate": "circuit breaker: share of those attempts that must fail to stop the run",
     "instances.max_tokens_input_first": "answer length for input-first instances (the reference: 350)",
     "instances.max_tokens_output_first": "answer length for output-first instances (the reference: 300)",
     "bootstrap.requests_per_round": "bootstrap prompts per pool snapshot; fixed, so output is the same "
