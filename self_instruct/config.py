@@ -34,7 +34,7 @@ class LLMConfig:
     cache: bool = True  # replay identical requests from the response cache
     cache_dir: str = ""  # where cache.sqlite lives; empty: the run directory (set one to share it)
     rpm: float = 0.0  # requests per minute limit; 0: none
-    tpm: float = 0.0  # tokens per minute limit (prompt estimate + max_tokens); 0: none
+    tpm: float = 0.0  # tokens per minute over any 60 s (admitted on prompt/4 + max_tokens); 0: none
     # Price in USD per million tokens for the cost estimate; negative: look the model up in the
     # built-in table (self_instruct/llm/prices.py), unknown models cost nothing.
     price_prompt: float = -1.0

@@ -224,3 +224,57 @@ def test_rate_limit_and_cost_accounting(tmp_path):
     boot = m["requests"]["bootstrap"]
     expected = (boot["prompt_tokens"] * 0.15 + boot["completion_tokens"] * 0.60) / 1e6
     assert abs(boot["cost_usd"] - expected) < 1e-6
+
+
+def test_the_token_limit_holds_over_any_minute():
+    import asyncio
+
+    from self_instruct.llm.engine import TokenWindow
+
+    now = [0.0]
+
+    async def sleep(seconds):
+        now[0] += seconds
+
+    window = TokenWindow(1000, clock=lambda: now[0], sleep=sleep)
+
+    async def go():
+        sent = []
+        for tokens in [400] * 10 + [2500, 300]:
+            await window.acquire(tokens)
+            sent.append((now[0], tokens))
+        return sent
+
+    sent = asyncio.run(go())
+    # No minute ever carries more than the limit, except a request larger than the whole budget,
+    # which waited for an empty minute and went alone.
+    for t, _ in sent:
+        in_minute = [k for s, k in sent if t - 60 < s <= t]
+        assert sum(in_minute) <= 1000 or in_minute == [2500]
+    assert [tokens for _, tokens in sent] == [400] * 10 + [2500, 300]
+    # Requests of 400 at 1,000 a minute go two a minute: the ninth and tenth in the fifth minute.
+    assert 240 <= sent[9][0] < 300
+    big = sent[10][0]
+    assert all(s <= big - 60 for s, _ in sent[:10])  # a full empty minute before the big one
+    assert sent[11][0] >= big + 60  # and nothing else within its minute
+
+
+def test_usage_settles_the_estimate():
+    import asyncio
+
+    from self_instruct.llm.engine import TokenWindow
+
+    now = [0.0]
+
+    async def sleep(seconds):
+        now[0] += seconds
+
+    window = TokenWindow(1000, clock=lambda: now[0], sleep=sleep)
+
+    async def go():
+        entry = await window.acquire(900)  # estimated
+        window.settle(entry, 100)  # the server says it was 100
+        await window.acquire(800)
+        return now[0]
+
+    assert asyncio.run(go()) == 0.0  # 100 + 800 fit in the same minute

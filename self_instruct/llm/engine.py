@@ -2,7 +2,7 @@
 
 - a response cache (SQLite) in front of the model: a cached answer costs no request;
 - bounded concurrency (the smaller of the configured limit and what the backend can serve), and
-  optional requests-per-minute and tokens-per-minute limits (leaky buckets);
+  optional requests-per-minute (a leaky bucket) and tokens-per-minute (a sliding minute) limits;
 - retries with tenacity for TransientError (exponential backoff with jitter, or the server's
   Retry-After when it gives one), a bounded number of times;
 - a request that still fails comes back as a Response with ``error`` set: the caller records it;
@@ -72,6 +72,44 @@ def _estimate_tokens(request: Request) -> int:
     return len(request.prompt) // 4 + request.max_tokens
 
 
+class TokenWindow:
+    """A tokens-per-minute limit over a sliding minute: the tokens of the requests sent in the last
+    60 seconds never add up to more than ``limit``, except that a request larger than the whole
+    budget waits until the window is empty and then goes alone.
+
+    A request is admitted on an estimate (prompt/4 + max_tokens) and ``settle`` replaces it with
+    the tokens the server reported, so the limit follows real usage."""
+
+    WINDOW = 60.0
+
+    def __init__(
+        self, limit: float, clock: Callable[[], float] = time.monotonic, sleep=asyncio.sleep
+    ) -> None:
+        self.limit = limit
+        self._clock, self._sleep = clock, sleep
+        self._sent: deque[list] = deque()  # [time, tokens], oldest first
+        self._lock = asyncio.Lock()
+
+    def _used(self, now: float) -> float:
+        while self._sent and self._sent[0][0] <= now - self.WINDOW:
+            self._sent.popleft()
+        return sum(tokens for _, tokens in self._sent)
+
+    async def acquire(self, tokens: int) -> list:
+        async with self._lock:  # first come, first served
+            while True:
+                now = self._clock()
+                used = self._used(now)
+                if used + tokens <= self.limit or (not self._sent and tokens > self.limit):
+                    entry = [now, tokens]
+                    self._sent.append(entry)
+                    return entry
+                await self._sleep(self._sent[0][0] + self.WINDOW - now + 0.001)
+
+    def settle(self, entry: list, tokens: int) -> None:
+        entry[1] = tokens
+
+
 def _per_minute(rate: float) -> AsyncLimiter | None:
     """A leaky bucket for ``rate`` per minute whose burst is one second's worth (at least 1)."""
     if rate <= 0:
@@ -99,7 +137,7 @@ class Engine:
         self.cache = cache
         self.price = price
         self._rpm = _per_minute(rpm)
-        self._tpm = _per_minute(tpm)
+        self._tpm = TokenWindow(tpm) if tpm > 0 else None
         self.stats: dict[str, Counter] = {}
         self._backoff = wait_exponential_jitter(
             initial=self.retry.backoff_initial, max=self.retry.backoff_max
@@ -125,8 +163,7 @@ class Engine:
                 with attempt:
                     if self._rpm:
                         await self._rpm.acquire()
-                    if self._tpm:
-                        await self._tpm.acquire(min(_estimate_tokens(request), self._tpm.max_rate))
+                    entry = await self._tpm.acquire(_estimate_tokens(request)) if self._tpm else None
                     attempts += 1
                     if attempts > 1:
                         stats["retries"] += 1
@@ -138,6 +175,8 @@ class Engine:
                         self.breaker.record(False, str(e))
                         raise
                     self.breaker.record(True)
+                    if entry is not None and response.prompt_tokens + response.completion_tokens:
+                        self._tpm.settle(entry, response.prompt_tokens + response.completion_tokens)
         except TransientError as e:
             stats["failures"] += 1
             response = Response(text="", finish_reason="error", error=f"{e} (after {attempts} attempts)")
