@@ -3,7 +3,6 @@
 import json
 import signal
 import subprocess
-import time
 
 import pytest
 from helpers import SEEDS, check_run_dir, cli, cli_command, cli_env
@@ -87,12 +86,27 @@ def test_bad_key_stops_at_once_with_a_clear_message(tmp_path):
 
 
 def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(tmp_path):
-    with FakeOpenAIServer(respond, latency=0.05) as server:
+    import threading
+
+    held, release = threading.Event(), threading.Event()
+    seen = []
+
+    def hold_the_fifth(n, body):
+        # The fifth generation request of the run waits in the server until the test has sent
+        # Ctrl-C, so the signal always lands mid-run (no race with a run that finishes first).
+        seen.append(n)
+        if len(seen) == 5:
+            held.set()
+            release.wait(60)
+        return None
+
+    with FakeOpenAIServer(respond) as server:
         args = [
             *("generate", "--base-url", server.base_url, "--api", "completions", "--seed-file", str(SEEDS)),
-            *("--target", "40", "--no-progress", "--concurrency", "1"),
+            *("--target", "40", "--no-progress", "--concurrency", "1", "--llm-structured", "off"),
         ]
         assert cli(*args, "--run-name", "whole", cwd=tmp_path).returncode == 0
+        server.set_fault_rule(hold_the_fifth)
         proc = subprocess.Popen(
             [*cli_command(), *args, "--run-name", "cut"],
             cwd=tmp_path,
@@ -101,12 +115,11 @@ def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(tmp_path):
             stderr=subprocess.PIPE,
             text=True,
         )
-        log = tmp_path / "outputs" / "cut" / "bootstrap_requests.jsonl"
-        deadline = time.time() + 60
-        while time.time() < deadline and not (log.exists() and log.read_text().count("\n") >= 2):
-            time.sleep(0.02)
+        assert held.wait(60), "the run never reached the held request"
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
+        release.set()
+        server.set_fault_rule(None)
         assert proc.returncode == 130, err
         assert "run the same command again to resume" in err and "Traceback" not in err
         assert cli(*args, "--run-name", "cut", cwd=tmp_path).returncode == 0
