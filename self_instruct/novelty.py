@@ -309,13 +309,13 @@ class NoveltyIndex:
             return True, None
         return False, Match(float(scores[best]), int(cand[best]), self._texts[int(cand[best])])
 
+    def admit(self, text: str) -> tuple[Match | None, int | None]:
+        """The method's rule for one candidate: compared with the whole pool (earlier admissions of
+        the same batch included) and added when novel. Returns (the blocking match, None) or
+        (None, the new entry's index). Bootstrap decides every candidate through here."""
+        keep, match = self.is_novel(text)
+        return (None, self.add(text)) if keep else (match, None)
+
     def check_batch(self, texts: list[str]) -> list[tuple[bool, Match | None]]:
-        """Decide texts in order with the method's sequential semantics: each is compared with the
-        pool and with the texts of the batch accepted before it, and added when kept."""
-        out = []
-        for text in texts:
-            keep, match = self.is_novel(text)
-            if keep:
-                self.add(text)
-            out.append((keep, match))
-        return out
+        """Decide texts in order with the method's sequential semantics (``admit`` each)."""
+        return [(match is None, match) for match, _ in map(self.admit, texts)]

@@ -99,7 +99,9 @@ def test_analyze_writes_a_report_and_rejects_bad_paths(tmp_path):
     assert proc.returncode == 0, proc.stderr
     stats = json.loads((tmp_path / "rep" / "stats.json").read_text())
     assert "report.html" in proc.stdout and (tmp_path / "rep" / "report.html").exists()
-    assert json.dumps(stats).count("175") >= 1
+    s = stats["inputs"][0]
+    assert s["dataset"]["instructions"] == 175 and s["dataset"]["classification"] == 30
+    assert s["verb_noun"]["instructions"] == 175
     proc = cli("analyze", "missing.jsonl", "--out", "rep2", cwd=tmp_path)
     assert_one_line_error(proc, "missing.jsonl")
     assert not (tmp_path / "rep2").exists()

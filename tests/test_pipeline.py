@@ -232,3 +232,38 @@ def test_every_part_of_a_chat_answer_is_kept_or_recorded(tmp_path):
         ]
         * 3
     )
+
+
+def test_keep_truncated_false_drops_every_item_of_a_cut_off_answer(tmp_path):
+    class CutOff(ScriptedBackend):
+        async def complete(self, request):
+            response = await super().complete(request)
+            if request.prompt.startswith("The numbered list"):
+                response.finish_reason = "length"
+            return response
+
+    def accepted_and_truncated(keep: str):
+        cfg = make_cfg(tmp_path / keep, target=3, **{"bootstrap.max_requests": "3"})
+        cfg.bootstrap.keep_truncated = keep == "true"
+        run(cfg, ("bootstrap",), backend=CutOff())
+        rejected = lines(cfg.run_dir / "rejected.jsonl")
+        return len(lines(cfg.run_dir / "machine_instructions.jsonl")), sum(
+            r["reason"] == "truncated" for r in rejected
+        )
+
+    kept, cut = accepted_and_truncated("true")
+    assert kept == 3 and cut >= 1  # complete items kept, the last (maybe cut) one recorded
+    kept, cut = accepted_and_truncated("false")
+    assert kept == 0 and cut >= 6  # the reference behaviour: the whole answer dropped, on record
+
+
+def test_record_similar_zero_records_no_neighbours(tmp_path):
+    summary = run(
+        make_cfg(tmp_path, target=4, **{"bootstrap.record_similar": "0"}),
+        ("bootstrap",),
+        backend=ScriptedBackend(),
+    )
+    records = lines(summary.run_dir / "machine_instructions.jsonl")
+    assert len(records) == 4 and all(r["most_similar"] == [] for r in records)
+    default = run(make_cfg(tmp_path / "d", target=4), ("bootstrap",), backend=ScriptedBackend())
+    assert all(len(r["most_similar"]) == 10 for r in lines(default.run_dir / "machine_instructions.jsonl"))

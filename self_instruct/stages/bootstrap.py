@@ -203,8 +203,8 @@ def _apply(ctx: StageContext, i: int, shown: list[str], resp, index: NoveltyInde
         if reason:
             rejected.append({"stage": STAGE, "request": i, "reason": reason, "instruction": text})
             continue
-        keep, blocker = index.is_novel(text)
-        if not keep:
+        blocker, entry = index.admit(text)
+        if blocker is not None:
             rejected.append(
                 {
                     "stage": STAGE,
@@ -215,7 +215,6 @@ def _apply(ctx: StageContext, i: int, shown: list[str], resp, index: NoveltyInde
                 }
             )
             continue
-        entry = index.add(text)
         accepted.append(
             {
                 "id": f"machine_{n_machine + len(accepted)}",
