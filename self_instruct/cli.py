@@ -172,6 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
     for command, help_text in STAGE_HELP.items():
         p = sub.add_parser(command, help=help_text, description=help_text)
         p.add_argument("--config", metavar="FILE", help="TOML config file; flags given here override it")
+        p.add_argument(
+            "--force",
+            action="store_true",
+            help="continue a run directory although a setting that changes the output differs "
+            "(the session records what changed)",
+        )
         groups: dict[str, argparse._ArgumentGroup] = {}
         for name, (typ, default) in config_mod.settings().items():
             if name in config_mod.DICT_SETTINGS:
@@ -258,8 +264,9 @@ def run_export(args: dict) -> None:
 def run_generate(command: str, args: dict):
     from .pipeline import STAGES, run
 
+    force = args.pop("force")
     cfg = config_mod.load_config(args.pop("config"), args)
-    summary = run(cfg, STAGES if command == "generate" else (command,))
+    summary = run(cfg, STAGES if command == "generate" else (command,), force=force)
     _print_summary(summary)
     if summary.incomplete:
         raise RunIncomplete("; ".join(summary.incomplete) + f". {RESUME_RETRY}")

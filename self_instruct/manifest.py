@@ -125,6 +125,7 @@ def write_manifest(
     session: dict,
     structured: dict | None = None,
     classify: dict | None = None,
+    provenance: dict | None = None,
 ) -> dict:
     old = read_manifest(files)
     session = {**session, "requests": _rounded(stats)}
@@ -148,6 +149,7 @@ def write_manifest(
         "config": config,
         "structured": structured or old.get("structured"),
         "classify": classify or old.get("classify"),
+        "provenance": provenance or old.get("provenance"),
         "counts": count_files(files, cfg.target),
         "requests": _rounded(totals),
         "sessions": sessions,

@@ -15,7 +15,9 @@ from .llm.base import Backend, EndpointDown, FatalError, Request
 from .llm.cache import ResponseCache
 from .llm.engine import Breaker, Engine, RetryPolicy
 from .llm.prices import price_for
-from .manifest import failure_causes, outstanding_failures, read_manifest, write_manifest
+from .manifest import failure_causes, file_sha256, outstanding_failures, read_manifest, write_manifest
+from .prompts import template_hashes
+from .provenance import fingerprint, guard
 from .stages.bootstrap import run_bootstrap
 from .stages.classify import run_classify
 from .stages.common import StageContext
@@ -114,15 +116,23 @@ async def resolve_structured(cfg: Config, backend: Backend, previous: dict | Non
     return {**out, "model": backend.model}
 
 
-def run(cfg: Config, stages: tuple[str, ...] = STAGES, *, backend: Backend | None = None) -> RunSummary:
-    """Run the given stages on ``cfg.run_dir``; ``backend`` replaces the configured one (tests, embedding)."""
+def run(
+    cfg: Config, stages: tuple[str, ...] = STAGES, *, backend: Backend | None = None, force: bool = False
+) -> RunSummary:
+    """Run the given stages on ``cfg.run_dir``; ``backend`` replaces the configured one (tests,
+    embedding); ``force`` continues a run directory whose output-changing settings differ."""
     seeds = load_tasks(cfg.seed_file)
     files = RunFiles(cfg.run_dir)
-    return asyncio.run(_run(cfg, stages, seeds, files, backend))
+    return asyncio.run(_run(cfg, stages, seeds, files, backend, force))
 
 
 async def _run(
-    cfg: Config, stages: tuple[str, ...], seeds: list[Task], files: RunFiles, backend: Backend | None
+    cfg: Config,
+    stages: tuple[str, ...],
+    seeds: list[Task],
+    files: RunFiles,
+    backend: Backend | None,
+    force: bool = False,
 ) -> RunSummary:
     if backend is None and MODEL_STAGES & set(stages):
         backend = create_backend(cfg.llm, cfg.seed)
@@ -136,9 +146,21 @@ async def _run(
         except FatalError as e:
             await backend.close()
             raise UserError(str(e)) from None
+    # Refuse to mix two runs in one directory, before touching it.
+    previous = read_manifest(files)
+    fp = fingerprint(
+        cfg, file_sha256(Path(cfg.seed_file)), template_hashes(), describe(backend) if backend else None
+    )
+    try:
+        forced = guard(files.root, previous.get("provenance"), fp, force)
+    except UserError:
+        if backend:
+            await backend.close()
+        raise
+    provenance = {**(previous.get("provenance") or {}), **fp}
     files.root.mkdir(parents=True, exist_ok=True)
     engine = make_engine(cfg, backend, files.root) if backend else None
-    structured: dict | None = read_manifest(files).get("structured")
+    structured: dict | None = previous.get("structured")
     notes: list[str] = []
     if backend is not None:
         try:
@@ -158,6 +180,8 @@ async def _run(
         "stage_seconds": {},
         "status": "running",
     }
+    if forced:
+        session["forced"] = forced
 
     def save() -> dict:
         session["wall_seconds"] = round(time.time() - started, 3)
@@ -171,6 +195,7 @@ async def _run(
             session=session,
             structured=structured,
             classify=classify_method,
+            provenance=provenance,
         )
 
     try:

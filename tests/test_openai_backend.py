@@ -163,3 +163,28 @@ def test_response_format_forms():
     loose = response_format(schema, "json_object")
     assert loose == {"type": "json_object", "schema": json.loads(schema)}
     assert loose["schema"]["properties"]["instructions"]["maxItems"] == 7
+
+
+def test_a_changed_seed_or_model_is_refused_without_force(tmp_path):
+    with FakeOpenAIServer(respond) as server:
+        base = [
+            *("generate", "--base-url", server.base_url, "--api", "completions", "--seed-file", str(SEEDS)),
+            *("--target", "3", "--run-name", "p", "--no-progress", "--llm-structured", "off"),
+        ]
+        assert cli(*base, "--seed", "1", cwd=tmp_path).returncode == 0
+        before = sorted((p.name, p.read_bytes()) for p in (tmp_path / "outputs" / "p").glob("*.jsonl"))
+        for extra, setting in (
+            (("--seed", "2"), "seed"),
+            (("--seed", "1", "--model", "other"), "backend.model"),
+        ):
+            proc = cli(*base, *extra, cwd=tmp_path)
+            assert proc.returncode == 2, proc.stderr
+            assert len(proc.stderr.strip().splitlines()) == 1 and f"setting '{setting}'" in proc.stderr
+            assert "--force" in proc.stderr
+        after = sorted((p.name, p.read_bytes()) for p in (tmp_path / "outputs" / "p").glob("*.jsonl"))
+        assert after == before  # nothing written
+        # Settings that do not change the output may change.
+        assert cli(*base, "--seed", "1", "--concurrency", "3", "--target", "4", cwd=tmp_path).returncode == 0
+        assert cli(*base, "--seed", "2", "--target", "4", "--force", cwd=tmp_path).returncode == 0
+    m = json.loads((tmp_path / "outputs" / "p" / "manifest.json").read_text())
+    assert m["sessions"][-1]["forced"] == [{"setting": "seed", "was": 1, "now": 2}]

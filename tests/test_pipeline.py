@@ -267,3 +267,33 @@ def test_record_similar_zero_records_no_neighbours(tmp_path):
     assert len(records) == 4 and all(r["most_similar"] == [] for r in records)
     default = run(make_cfg(tmp_path / "d", target=4), ("bootstrap",), backend=ScriptedBackend())
     assert all(len(r["most_similar"]) == 10 for r in lines(default.run_dir / "machine_instructions.jsonl"))
+
+
+def test_a_run_directory_refuses_settings_that_would_mix_two_runs(tmp_path):
+    from self_instruct.errors import UserError
+
+    run(make_cfg(tmp_path, target=4), ("bootstrap",), backend=ScriptedBackend())
+    before = (tmp_path / "r" / "machine_instructions.jsonl").read_bytes()
+    # Changing how the work is done is fine; changing what it produces is refused, before any write.
+    run(make_cfg(tmp_path, target=6, **{"llm.concurrency": "3"}), ("bootstrap",), backend=ScriptedBackend())
+    grown = (tmp_path / "r" / "machine_instructions.jsonl").read_bytes()
+    with pytest.raises(UserError, match=r"setting 'seed' is 42 in this run directory and 7 now"):
+        run(make_cfg(tmp_path, seed=7), backend=ScriptedBackend())
+    with pytest.raises(UserError, match=r"setting 'bootstrap.temperature' is 0.7 .* and 0.2 now"):
+        run(make_cfg(tmp_path, **{"bootstrap.temperature": "0.2"}), backend=ScriptedBackend())
+    other_seeds = tmp_path / "other.jsonl"
+    other_seeds.write_bytes(Path(SEEDS).read_bytes().replace(b"Suggest", b"Propose", 1))
+    with pytest.raises(UserError, match=r"setting 'seed_file.sha256'"):
+        run(make_cfg(tmp_path, seed_file=str(other_seeds)), ("classify",), backend=ScriptedBackend())
+
+    class OtherModel(ScriptedBackend):
+        model = "another-model"
+
+    with pytest.raises(UserError, match=r"'backend.model' is 'scripted-model' .* 'another-model' now"):
+        run(make_cfg(tmp_path), ("classify",), backend=OtherModel())
+    assert (tmp_path / "r" / "machine_instructions.jsonl").read_bytes() == grown != before
+    # --force goes on, and the session says what changed.
+    summary = run(make_cfg(tmp_path, seed=7), ("classify",), backend=ScriptedBackend(), force=True)
+    forced = summary.manifest["sessions"][-1]["forced"]
+    assert forced == [{"setting": "seed", "was": 42, "now": 7}]
+    assert summary.manifest["provenance"]["seed"] == 7
