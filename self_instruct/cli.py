@@ -261,12 +261,21 @@ def run_export(args: dict) -> None:
     )
 
 
+def _command_line() -> str:
+    """How this process was started, for the session list (URLs without credentials)."""
+    from .llm import redact_url
+
+    words = [sys.argv[0].rsplit("/", 1)[-1], *sys.argv[1:]]
+    return " ".join(redact_url(w) if "://" in w else w for w in words)
+
+
 def run_generate(command: str, args: dict):
     from .pipeline import STAGES, run
 
     force = args.pop("force")
     cfg = config_mod.load_config(args.pop("config"), args)
-    summary = run(cfg, STAGES if command == "generate" else (command,), force=force)
+    stages = STAGES if command == "generate" else (command,)
+    summary = run(cfg, stages, force=force, command=_command_line())
     _print_summary(summary)
     if summary.incomplete:
         raise RunIncomplete("; ".join(summary.incomplete) + f". {RESUME_RETRY}")

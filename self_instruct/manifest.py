@@ -128,12 +128,18 @@ def write_manifest(
     provenance: dict | None = None,
 ) -> dict:
     old = read_manifest(files)
-    session = {**session, "requests": _rounded(stats)}
-    sessions = [s for s in old.get("sessions", []) if s.get("id") != session["id"]] + [session]
-    totals: dict[str, Counter] = {}
-    for s in sessions:
-        for stage, c in s.get("requests", {}).items():
-            totals.setdefault(stage, Counter()).update(c)
+    usage = files.usage.read()
+    session = {**session, "requests": _rounded(_merge(usage_counts(usage, session["id"]), _extras(stats)))}
+    sessions = []
+    for s in old.get("sessions", []):
+        if s.get("id") == session["id"]:
+            continue
+        # A session still "running" while another starts was killed; its usage is on record.
+        status = "killed" if s.get("status") == "running" else s.get("status")
+        counts = _merge(usage_counts(usage, s["id"]), _extras_of_session(s))
+        sessions.append({**s, "status": status, "requests": _rounded(counts)})
+    sessions.append(session)
+    totals = _merge(usage_counts(usage), *(_extras_of_session(s) for s in sessions))
     config = cfg.to_dict()
     config["llm"]["base_url"] = [redact_url(u) for u in config["llm"]["base_url"]]
     manifest = {
@@ -157,6 +163,53 @@ def write_manifest(
     }
     write_json_atomic(files.manifest, manifest)
     return manifest
+
+
+# Request statistics that no usage record carries: kept from each session's own counts.
+EXTRA_KEYS = ("seconds_waiting", "batches")
+
+
+def usage_counts(usage: list[dict], session: str | None = None) -> dict[str, Counter]:
+    """Requests, cache hits, attempts sent, retries, failures, tokens, cost and cut-off answers per
+    stage, from the usage records (of one session, or all of them)."""
+    out: dict[str, Counter] = {}
+    for r in usage:
+        if session is not None and r.get("session") != session:
+            continue
+        c = out.setdefault(r.get("stage", "?"), Counter())
+        c["requests"] += 1
+        if r.get("cached"):
+            c["cache_hits"] += 1
+            continue
+        attempts = int(r.get("attempts") or 0)
+        c["sent"] += attempts
+        c["retries"] += max(attempts - 1, 0)
+        c["failures"] += 0 if r.get("ok", True) else 1
+        c["prompt_tokens"] += int(r.get("prompt_tokens") or 0)
+        c["completion_tokens"] += int(r.get("completion_tokens") or 0)
+        c["cost_usd"] += float(r.get("cost_usd") or 0.0)
+        c["finish_length"] += r.get("finish_reason") == "length"
+    return {stage: +c for stage, c in out.items()}
+
+
+def _extras_of(counts: dict) -> Counter:
+    return Counter({k: v for k, v in counts.items() if k in EXTRA_KEYS or k.startswith("error:")})
+
+
+def _extras(stats: dict[str, Counter]) -> dict[str, Counter]:
+    return {stage: _extras_of(c) for stage, c in stats.items()}
+
+
+def _extras_of_session(session: dict) -> dict[str, Counter]:
+    return {stage: _extras_of(c) for stage, c in session.get("requests", {}).items()}
+
+
+def _merge(*parts: dict[str, Counter]) -> dict[str, Counter]:
+    out: dict[str, Counter] = {}
+    for part in parts:
+        for stage, c in part.items():
+            out.setdefault(stage, Counter()).update(c)
+    return out
 
 
 def _rounded(stats: dict[str, Counter]) -> dict[str, dict]:

@@ -10,14 +10,14 @@ from pathlib import Path
 
 from .config import Config
 from .errors import RunIncomplete, UserError
-from .llm import create_backend, describe
+from .llm import create_backend, describe, redact_url
 from .llm.base import Backend, EndpointDown, FatalError, Request
 from .llm.cache import ResponseCache
 from .llm.engine import Breaker, Engine, RetryPolicy
 from .llm.prices import price_for
 from .manifest import failure_causes, file_sha256, outstanding_failures, read_manifest, write_manifest
 from .prompts import template_hashes
-from .provenance import fingerprint, guard
+from .provenance import changes, fingerprint, guard
 from .stages.bootstrap import run_bootstrap
 from .stages.classify import run_classify
 from .stages.common import StageContext
@@ -37,6 +37,19 @@ class RunSummary:
     manifest: dict
     notes: list[str]
     incomplete: list[str] = field(default_factory=list)  # why the work is not done (exit status 3)
+
+
+def _flat(config: dict, prefix: str = "") -> dict:
+    """A config dict as dotted setting names (URLs redacted: the session list shows them)."""
+    out = {}
+    for k, v in config.items():
+        if isinstance(v, dict) and k != "prices":
+            out.update(_flat(v, f"{prefix}{k}."))
+        elif k == "base_url":
+            out[f"{prefix}{k}"] = [redact_url(u) for u in v]
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def incomplete_reasons(cfg: Config, stages: tuple[str, ...], files: RunFiles) -> list[str]:
@@ -117,13 +130,19 @@ async def resolve_structured(cfg: Config, backend: Backend, previous: dict | Non
 
 
 def run(
-    cfg: Config, stages: tuple[str, ...] = STAGES, *, backend: Backend | None = None, force: bool = False
+    cfg: Config,
+    stages: tuple[str, ...] = STAGES,
+    *,
+    backend: Backend | None = None,
+    force: bool = False,
+    command: str = "",
 ) -> RunSummary:
     """Run the given stages on ``cfg.run_dir``; ``backend`` replaces the configured one (tests,
-    embedding); ``force`` continues a run directory whose output-changing settings differ."""
+    embedding); ``force`` continues a run directory whose output-changing settings differ;
+    ``command``: the command line, for the session list."""
     seeds = load_tasks(cfg.seed_file)
     files = RunFiles(cfg.run_dir)
-    return asyncio.run(_run(cfg, stages, seeds, files, backend, force))
+    return asyncio.run(_run(cfg, stages, seeds, files, backend, force, command))
 
 
 async def _run(
@@ -133,6 +152,7 @@ async def _run(
     files: RunFiles,
     backend: Backend | None,
     force: bool = False,
+    command: str = "",
 ) -> RunSummary:
     if backend is None and MODEL_STAGES & set(stages):
         backend = create_backend(cfg.llm, cfg.seed)
@@ -180,8 +200,17 @@ async def _run(
         "stage_seconds": {},
         "status": "running",
     }
+    if command:
+        session["command"] = command
+    if previous.get("config"):
+        changed = changes(_flat(previous["config"]), _flat(cfg.to_dict()))
+        if changed:
+            session["changed"] = changed
     if forced:
         session["forced"] = forced
+    if engine is not None:
+        # One line per request as it completes: a killed session's usage is on record too.
+        engine.usage = lambda record: files.usage.append([{**record, "session": session["id"]}], sync=False)
 
     def save() -> dict:
         session["wall_seconds"] = round(time.time() - started, 3)
@@ -198,6 +227,7 @@ async def _run(
             provenance=provenance,
         )
 
+    save()  # the session is on record from its start: a kill leaves it "running", later "killed"
     try:
         for stage in stages:
             t0 = time.perf_counter()

@@ -79,7 +79,9 @@ class JsonlStore:
     def read(self) -> list[dict]:
         return read_jsonl(self.path)
 
-    def append(self, records: Iterable[dict]) -> int:
+    def append(self, records: Iterable[dict], *, sync: bool = True) -> int:
+        """Append whole lines. ``sync``: fsync too (a power loss keeps them); without it the lines
+        are in the kernel once this returns, which a killed process cannot undo."""
         lines = "".join(_dumps(r) + "\n" for r in records)
         if not lines:
             return 0
@@ -89,7 +91,8 @@ class JsonlStore:
         with self.path.open("a", encoding="utf-8") as f:
             f.write(lines)
             f.flush()
-            os.fsync(f.fileno())
+            if sync:
+                os.fsync(f.fileno())
         if created:  # the new file's name must survive a power loss too
             fsync_dir(self.path.parent)
         return lines.count("\n")
@@ -171,6 +174,10 @@ class RunFiles:
     @property
     def manifest(self) -> Path:
         return self.root / "manifest.json"
+
+    @property
+    def usage(self) -> JsonlStore:  # one line per request: tokens, cost, endpoint, session
+        return JsonlStore(self.root / "usage.jsonl")
 
     @property
     def calibration(self) -> Path:

@@ -495,6 +495,9 @@ class FakeOpenAIServer:
         if fault.finish_reason is not None:
             self._count("fault:finish_reason")
         prompt_tokens = count_tokens(prompt)
+        self._count("answered")  # generation requests answered with a body (after any latency)
+        with self._lock:
+            self.counts["tokens_served"] += prompt_tokens + completion_tokens
         prefix, obj = (
             ("cmpl", "text_completion") if kind == "completions" else ("chatcmpl", "chat.completion")
         )

@@ -152,8 +152,34 @@ def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_result(tm
         assert kills >= 5
         final = cli(*args, cwd=tmp_path)
         assert final.returncode == 0, final.stderr
+        served = dict(server.counts)
     check_run_dir(tmp_path / "outputs" / "killed")
     same_files(tmp_path / "outputs" / "whole", tmp_path / "outputs" / "killed")
+    # Usage survives the kills: every session is listed, the killed ones as "killed", and the totals
+    # count what every session was served. The whole run and the killed one asked the same server:
+    # "whole" is counted in its own manifest, the rest is ours.
+    whole = json.loads((tmp_path / "outputs" / "whole" / "manifest.json").read_text())
+    m = json.loads((tmp_path / "outputs" / "killed" / "manifest.json").read_text())
+    statuses = [s["status"] for s in m["sessions"]]
+    # (a kill during start-up, before the session was written, leaves no session to list)
+    assert 1 <= statuses.count("killed") <= kills and "running" not in statuses
+    assert statuses[-1] == "finished"
+    assert all(s.get("command", "").startswith("self-instruct generate") for s in m["sessions"])
+
+    def sent_and_tokens(manifest):
+        req = manifest["requests"].values()
+        return (
+            sum(r.get("sent", 0) for r in req),
+            sum(r.get("prompt_tokens", 0) + r.get("completion_tokens", 0) for r in req),
+        )
+
+    whole_sent, whole_tokens = sent_and_tokens(whole)
+    ours_sent, ours_tokens = sent_and_tokens(m)
+    # A kill can land after the server answered and before the client recorded it: at most the
+    # requests in flight (concurrency 4) per kill are missing from our side.
+    assert 0 <= served["answered"] - whole_sent - ours_sent <= 4 * kills
+    assert ours_tokens + whole_tokens <= served["tokens_served"]
+    assert ours_sent > whole_sent * 0.5  # killed sessions' requests are counted, not just the last
 
 
 def test_concurrency_and_random_latency_do_not_change_the_output(tmp_path):

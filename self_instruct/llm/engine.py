@@ -131,6 +131,7 @@ class Engine:
         breaker: Breaker | None = None,
     ) -> None:
         self.breaker = breaker or Breaker()
+        self.usage: Callable[[dict], None] | None = None  # receives one usage record per request
         self.backend = backend
         self.concurrency = max(1, min(concurrency, backend.max_concurrency))
         self.retry = retry or RetryPolicy()
@@ -198,34 +199,67 @@ class Engine:
             stats["cache_hits"] += 1
         return key, cached
 
+    def _cost(self, response: Response, price_factor: float) -> float:
+        if not self.price:
+            return 0.0
+        tokens = (
+            response.prompt_tokens * self.price.prompt + response.completion_tokens * self.price.completion
+        )
+        return price_factor * tokens / 1e6
+
     def _account(
-        self, stats: Counter, key: str | None, response: Response, price_factor: float = 1.0
+        self,
+        stats: Counter,
+        key: str | None,
+        response: Response,
+        *,
+        stage: str,
+        seconds: float,
+        price_factor: float = 1.0,
     ) -> None:
-        """Count a response the model answered, and cache it when it succeeded."""
+        """Count a response the model answered, cache it when it succeeded, and log its usage."""
         if key is not None and response.ok:
             self.cache.put(key, response)
+        cost = self._cost(response, price_factor)
         stats["prompt_tokens"] += response.prompt_tokens
         stats["completion_tokens"] += response.completion_tokens
-        if self.price:
-            stats["cost_usd"] += (
-                price_factor
-                * (
-                    response.prompt_tokens * self.price.prompt
-                    + response.completion_tokens * self.price.completion
-                )
-                / 1e6
-            )
+        if cost:
+            stats["cost_usd"] += cost
         if response.finish_reason == "length":
             stats["finish_length"] += 1
+        self._log(stage, response, cached=False, seconds=seconds, cost=cost)
 
-    async def _one(self, request: Request, stats: Counter, sem: asyncio.Semaphore) -> Response:
+    def _log(self, stage: str, response: Response, *, cached: bool, seconds: float, cost: float) -> None:
+        """One usage record per request, live or from the cache, to ``self.usage`` (the run's
+        usage.jsonl): what a killed session did is known from these, not from memory."""
+        if self.usage is None:
+            return
+        record = {
+            "stage": stage,
+            "cached": cached,
+            "ok": response.ok,
+            "attempts": response.attempts,
+            "prompt_tokens": response.prompt_tokens,
+            "completion_tokens": response.completion_tokens,
+            "finish_reason": response.finish_reason,
+            "seconds": round(seconds, 4),
+        }
+        if cost:
+            record["cost_usd"] = cost
+        if response.meta.get("endpoint"):
+            record["endpoint"] = response.meta["endpoint"]
+        self.usage(record)
+
+    async def _one(self, request: Request, stats: Counter, sem: asyncio.Semaphore, stage: str) -> Response:
         stats["requests"] += 1
         key, cached = self._lookup(request, stats)
         if cached is not None:
+            self._log(stage, cached, cached=True, seconds=0.0, cost=0.0)
             return cached
         async with sem:
+            t0 = time.perf_counter()
             response = await self._send(request, stats)
-        self._account(stats, key, response)
+        self._account(stats, key, response, stage=stage, seconds=time.perf_counter() - t0)
         return response
 
     async def run(
@@ -241,7 +275,7 @@ class Engine:
         results: list[Response | None] = [None] * len(requests)
 
         async def go(i: int, req: Request) -> None:
-            results[i] = await self._one(req, stats, sem)
+            results[i] = await self._one(req, stats, sem, stage)
             if on_result:
                 on_result(i, results[i])
 
@@ -278,6 +312,8 @@ class Engine:
             cache_keys[i], results[i] = self._lookup(req, stats)
             if results[i] is None:
                 todo.append(i)
+            else:
+                self._log(stage, results[i], cached=True, seconds=0.0, cost=0.0)
         start = time.perf_counter()
         if todo:
             stats["batches"] += 1
@@ -294,6 +330,7 @@ class Engine:
                 stats["sent"] += 1
                 if not response.ok:
                     stats["failures"] += 1
-                self._account(stats, cache_keys[i], response, price_factor=0.5)  # the Batch API: half price
+                # the Batch API: half price
+                self._account(stats, cache_keys[i], response, stage=stage, seconds=0.0, price_factor=0.5)
         stats["seconds_waiting"] += time.perf_counter() - start
         return results  # type: ignore[return-value]

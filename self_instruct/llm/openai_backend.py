@@ -161,6 +161,7 @@ class OpenAIBackend:
         finally:
             ep.in_flight -= 1
         ep.consecutive_failures = 0
+        response.meta["endpoint"] = ep.url
         return response
 
     async def probe_structured(self, request: Request) -> tuple[str | None, str]:
