@@ -140,6 +140,9 @@ def write_manifest(
         sessions.append({**s, "status": status, "requests": _rounded(counts)})
     sessions.append(session)
     totals = _merge(usage_counts(usage), *(_extras_of_session(s) for s in sessions))
+    backend = backend or old.get("backend")
+    if backend and any(s.get("endpoints") for s in sessions):
+        backend = {**backend, "endpoints": _endpoint_totals(sessions)}
     config = cfg.to_dict()
     config["llm"]["base_url"] = [redact_url(u) for u in config["llm"]["base_url"]]
     manifest = {
@@ -148,7 +151,7 @@ def write_manifest(
         "created": old.get("created", session["started"]),
         "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "random_seed": cfg.seed,
-        "backend": backend or old.get("backend"),
+        "backend": backend,
         "seed_file": {"path": str(seed_file), "sha256": file_sha256(seed_file), "tasks": n_seeds},
         "templates_sha256": template_hashes(),
         "packages": package_versions(),
@@ -167,6 +170,18 @@ def write_manifest(
 
 # Request statistics that no usage record carries: kept from each session's own counts.
 EXTRA_KEYS = ("seconds_waiting", "batches")
+
+
+def _endpoint_totals(sessions: list[dict]) -> list[dict]:
+    """Requests and failures per endpoint URL, added up over every session (a re-run that asks
+    nothing does not reset them)."""
+    totals: dict[str, Counter] = {}
+    for s in sessions:
+        for e in s.get("endpoints") or []:
+            totals.setdefault(e["url"], Counter()).update(
+                {"requests": e["requests"], "failures": e["failures"]}
+            )
+    return [{"url": url, "requests": c["requests"], "failures": c["failures"]} for url, c in totals.items()]
 
 
 def usage_counts(usage: list[dict], session: str | None = None) -> dict[str, Counter]:

@@ -223,6 +223,10 @@ def test_rerun_replays_from_the_cache_without_calling_the_model(tmp_path):
         assert {n: (tmp_path / "outputs" / "cached" / n).read_bytes() for n in DATA_FILES} == first
         m = manifest(tmp_path, "cached")
         assert m["sessions"][-1]["requests"]["bootstrap"]["cache_hits"] >= 1
+        # The re-run asked the endpoint nothing, and its totals still count the first session's.
+        [endpoint] = m["backend"]["endpoints"]
+        assert endpoint["requests"] == sent and endpoint["failures"] == 0
+        assert m["requests"]["bootstrap"]["sent"] == m["sessions"][0]["requests"]["bootstrap"]["sent"]
         # --no-cache asks the model again.
         for name in DATA_FILES:
             (tmp_path / "outputs" / "cached" / name).unlink()

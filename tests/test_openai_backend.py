@@ -188,3 +188,40 @@ def test_a_changed_seed_or_model_is_refused_without_force(tmp_path):
         assert cli(*base, "--seed", "2", "--target", "4", "--force", cwd=tmp_path).returncode == 0
     m = json.loads((tmp_path / "outputs" / "p" / "manifest.json").read_text())
     assert m["sessions"][-1]["forced"] == [{"setting": "seed", "was": 1, "now": 2}]
+
+
+def test_secrets_never_reach_a_file_or_a_message(tmp_path):
+    """A key and a URL password set to canary strings, through the paths that fail and the one that
+    works: neither appears in any file of the run directory (cache included) nor in any output."""
+    key = {"OPENAI_API_KEY": "sk-key-canary"}
+
+    def url(server) -> str:
+        return server.base_url.replace("http://", "http://user:pw-canary@")
+
+    def generate(base_url: str, name: str, *extra: str):
+        return cli(
+            *("generate", "--base-url", base_url, "--seed-file", str(SEEDS), "--target", "3"),
+            *("--run-name", name, "--no-progress", "--llm-retry-initial", "0.01", "--llm-retry-max", "0.02"),
+            *extra,
+            cwd=tmp_path,
+            env=key,
+        )
+
+    outputs = []
+    outputs.append(generate("http://user:pw-canary@127.0.0.1:1/v1?api-key=query-canary", "unreachable"))
+    with FakeOpenAIServer(respond, api_key="another-key") as server:
+        outputs.append(generate(url(server), "unauthorized"))
+    with FakeOpenAIServer(respond) as server:
+        server.set_fault_rule(lambda n, body: Fault(status=500))
+        outputs.append(generate(url(server), "error500"))
+    with FakeOpenAIServer(respond, latency=1.0) as server:
+        outputs.append(generate(url(server), "timeout", "--llm-timeout", "0.1"))
+    with FakeOpenAIServer(respond) as server:
+        outputs.append(generate(url(server), "works"))
+    assert [p.returncode for p in outputs] == [2, 2, 3, 3, 0]
+    for proc in outputs:
+        assert "canary" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    files = [p for p in (tmp_path / "outputs").rglob("*") if p.is_file()]
+    assert any(p.name == "cache.sqlite" for p in files) and any(p.name == "manifest.json" for p in files)
+    for path in files:
+        assert b"canary" not in path.read_bytes(), path
