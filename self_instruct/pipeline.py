@@ -214,6 +214,8 @@ async def _run(
 
     def save() -> dict:
         session["wall_seconds"] = round(time.time() - started, 3)
+        if session["status"] != "running":
+            session["ended"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         if backend is not None and describe(backend).get("endpoints"):
             session["endpoints"] = describe(backend)["endpoints"]  # this session's; totals over all
         return write_manifest(
