@@ -342,6 +342,7 @@ class FakeOpenAIServer:
         self.latency = latency
         self.requests: list[dict] = []
         self.counts: collections.Counter[str] = collections.Counter()
+        self.served: list[tuple[float, int]] = []  # (monotonic time, tokens) of each answered request
         self.errors: list[BaseException] = []  # exceptions raised by the responder, the rule or the handler
         self._lock = threading.Lock()
         self._faults: collections.deque[Fault] = collections.deque()
@@ -498,6 +499,7 @@ class FakeOpenAIServer:
         self._count("answered")  # generation requests answered with a body (after any latency)
         with self._lock:
             self.counts["tokens_served"] += prompt_tokens + completion_tokens
+            self.served.append((time.monotonic(), prompt_tokens + completion_tokens))
         prefix, obj = (
             ("cmpl", "text_completion") if kind == "completions" else ("chatcmpl", "chat.completion")
         )

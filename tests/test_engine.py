@@ -6,6 +6,7 @@ import signal
 import subprocess
 import time
 
+import pytest
 from helpers import SEEDS, check_run_dir, cli, cli_command, cli_env
 from openai_server import FakeOpenAIServer, Fault
 from scripted import respond
@@ -308,3 +309,23 @@ def test_usage_settles_the_estimate():
         return now[0]
 
     assert asyncio.run(go()) == 0.0  # 100 + 800 fit in the same minute
+
+
+@pytest.mark.slow
+def test_the_token_limit_holds_at_the_server_over_two_minutes(tmp_path):
+    limit = 6000
+    with FakeOpenAIServer(respond) as server:
+        args = generate_args(server, "tpm", "--target", "5000", "--llm-tpm", str(limit), "--concurrency", "4")
+        proc = subprocess.Popen(
+            [*cli_command(), *args], cwd=tmp_path, env=cli_env(), stdout=subprocess.DEVNULL
+        )
+        time.sleep(125)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+        served = list(server.served)
+    start = served[0][0]
+    # Tokens the server served in any minute, counted by the server.
+    per_minute = [sum(k for t, k in served if s <= t < s + 60) for s, _ in served if s <= start + 60]
+    assert max(per_minute) <= limit * 1.1, max(per_minute)
+    over_two = sum(k for t, k in served if t < start + 120)
+    assert over_two >= 2 * limit * 0.8  # and the budget is used, not left idle

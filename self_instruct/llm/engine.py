@@ -81,6 +81,7 @@ class TokenWindow:
     the tokens the server reported, so the limit follows real usage."""
 
     WINDOW = 60.0
+    POLL = 0.25
 
     def __init__(
         self, limit: float, clock: Callable[[], float] = time.monotonic, sleep=asyncio.sleep
@@ -104,7 +105,9 @@ class TokenWindow:
                     entry = [now, tokens]
                     self._sent.append(entry)
                     return entry
-                await self._sleep(self._sent[0][0] + self.WINDOW - now + 0.001)
+                # Room comes back when the oldest request leaves the window, or sooner when
+                # answers settle below their estimates: look again every POLL seconds.
+                await self._sleep(min(self._sent[0][0] + self.WINDOW - now + 0.001, self.POLL))
 
     def settle(self, entry: list, tokens: int) -> None:
         entry[1] = tokens
