@@ -38,7 +38,8 @@ ALIASES = {
 SETTING_HELP = {
     "run_name": "run directory name under --output-dir",
     "output_dir": "where run directories are created",
-    "seed_file": "seed tasks (JSONL: seed schema or flat instruction/input/output)",
+    "seed_file": "seed tasks (JSONL: seed schema or flat instruction/input/output); empty: the 175 "
+    "seed tasks that ship with the package",
     "target": "machine-generated instructions to accept",
     "seed": "random seed (prompt sampling and model sampling)",
     "progress": "show progress bars",

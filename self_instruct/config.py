@@ -98,7 +98,7 @@ class InstancesConfig:
 class Config:
     run_name: str = "run"
     output_dir: str = "outputs"
-    seed_file: str = "seeds/seed_tasks.jsonl"
+    seed_file: str = ""  # empty: the seed tasks that ship with the package (seeds/seed_tasks.jsonl)
     target: int = 100  # machine-generated instructions to accept
     seed: int = 42
     progress: bool = True
@@ -106,6 +106,15 @@ class Config:
     bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
     classify: ClassifyConfig = field(default_factory=ClassifyConfig)
     instances: InstancesConfig = field(default_factory=InstancesConfig)
+
+    @property
+    def seed_path(self) -> Path:
+        """The seed file to use: the one given, or the package's own (found from any directory)."""
+        if self.seed_file:
+            return Path(self.seed_file)
+        from .tasks import packaged_seed_file
+
+        return packaged_seed_file()
 
     @property
     def run_dir(self) -> Path:

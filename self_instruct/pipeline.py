@@ -140,7 +140,7 @@ def run(
     """Run the given stages on ``cfg.run_dir``; ``backend`` replaces the configured one (tests,
     embedding); ``force`` continues a run directory whose output-changing settings differ;
     ``command``: the command line, for the session list."""
-    seeds = load_tasks(cfg.seed_file)
+    seeds = load_tasks(cfg.seed_path)
     files = RunFiles(cfg.run_dir)
     return asyncio.run(_run(cfg, stages, seeds, files, backend, force, command))
 
@@ -169,7 +169,7 @@ async def _run(
     # Refuse to mix two runs in one directory, before touching it.
     previous = read_manifest(files)
     fp = fingerprint(
-        cfg, file_sha256(Path(cfg.seed_file)), template_hashes(), describe(backend) if backend else None
+        cfg, file_sha256(cfg.seed_path), template_hashes(), describe(backend) if backend else None
     )
     try:
         forced = guard(files.root, previous.get("provenance"), fp, force)
@@ -222,7 +222,7 @@ async def _run(
             files,
             cfg,
             backend=describe(backend) if backend else None,
-            seed_file=Path(cfg.seed_file),
+            seed_file=cfg.seed_path,
             n_seeds=len(seeds),
             stats=engine.stats if engine else {},
             session=session,

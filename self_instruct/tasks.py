@@ -125,3 +125,11 @@ def load_tasks(path: str | Path) -> list[Task]:
     if not tasks:
         raise UserError(f"{path}: no tasks in seed file")
     return tasks
+
+
+def packaged_seed_file() -> Path:
+    """Our 175 seed tasks as installed with the package (``seeds/seed_tasks.jsonl`` is their source
+    in the repository; a test keeps the two identical)."""
+    from importlib import resources
+
+    return Path(str(resources.files("self_instruct").joinpath("seeds", "seed_tasks.jsonl")))

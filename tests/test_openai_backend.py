@@ -225,3 +225,15 @@ def test_secrets_never_reach_a_file_or_a_message(tmp_path):
     assert any(p.name == "cache.sqlite" for p in files) and any(p.name == "manifest.json" for p in files)
     for path in files:
         assert b"canary" not in path.read_bytes(), path
+
+
+def test_generate_works_from_any_directory_with_the_packaged_seeds(tmp_path):
+    with FakeOpenAIServer(respond) as server:
+        proc = cli(
+            *("generate", "--base-url", server.base_url, "--target", "3", "--no-progress"),
+            *("--llm-structured", "off"),
+            cwd=tmp_path,  # no seeds/ here: the package's own seed tasks are used
+        )
+    assert proc.returncode == 0, proc.stderr
+    m = check_run_dir(tmp_path / "outputs" / "run")
+    assert m["seed_file"]["tasks"] == 175 and m["seed_file"]["path"].endswith("seed_tasks.jsonl")

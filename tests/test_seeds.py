@@ -35,3 +35,12 @@ def test_no_two_seeds_are_too_similar():
         for a, b in combinations(tasks, 2)
     )
     assert worst[0] <= 0.7, worst
+
+
+def test_the_packaged_seed_file_is_the_repository_one(tmp_path):
+    from self_instruct.config import load_config
+    from self_instruct.tasks import packaged_seed_file
+
+    repo = Path(__file__).parent.parent / "seeds" / "seed_tasks.jsonl"
+    assert packaged_seed_file().read_bytes() == repo.read_bytes()
+    assert load_config(None, {}).seed_path == packaged_seed_file()
