@@ -297,3 +297,9 @@ def test_a_run_directory_refuses_settings_that_would_mix_two_runs(tmp_path):
     forced = summary.manifest["sessions"][-1]["forced"]
     assert forced == [{"setting": "seed", "was": 42, "now": 7}]
     assert summary.manifest["provenance"]["seed"] == 7
+
+
+def test_progress_bar_counts_are_readable():
+    from self_instruct.stages.common import human
+
+    assert [human(n) for n in (0, 950, 20_100, 3_400_000)] == ["0", "950", "20.1k", "3.4M"]

@@ -46,11 +46,19 @@ def progress(cfg: Config, **kwargs) -> tqdm:
     return tqdm(disable=not cfg.progress, file=sys.stderr, dynamic_ncols=True, **kwargs)
 
 
+def human(n: float) -> str:
+    """A count for a progress bar: 950, 20.1k, 3.4M (tqdm would print 2e+4)."""
+    for unit, size in (("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return str(int(n))
+
+
 def live_stats(engine: Engine | None, stage: str, **extra) -> dict:
     """What the progress bar shows next to the count: tokens, retries, failures, cache hits, cost."""
     s = engine.stats.get(stage, {}) if engine else {}
     out = dict(extra)
-    out["tok"] = s.get("prompt_tokens", 0) + s.get("completion_tokens", 0)
+    out["tok"] = human(s.get("prompt_tokens", 0) + s.get("completion_tokens", 0))
     for key, label in (("retries", "retry"), ("failures", "fail"), ("cache_hits", "cached")):
         if s.get(key):
             out[label] = s[key]
