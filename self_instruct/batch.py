@@ -26,13 +26,13 @@ plan order), and records each dropped one with the neighbour that blocked it.
 from __future__ import annotations
 
 import itertools
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import config as config_mod
 from .errors import UserError
+from .manifest import read_manifest
 from .novelty import NoveltyIndex
 from .pipeline import STAGES, run
 from .store import RunFiles, read_jsonl, write_json_atomic, write_jsonl_atomic
@@ -141,9 +141,9 @@ def merge(plan: Plan, labels: list[str]) -> dict:
     out = plan.root / "merged"
     sources = {}
     for label in labels:
-        manifest = RunFiles(plan.root / "runs" / label).manifest
-        if manifest.exists():
-            sources[label] = json.loads(manifest.read_text(encoding="utf-8"))
+        manifest = read_manifest(RunFiles(plan.root / "runs" / label), strict=True)
+        if manifest:
+            sources[label] = manifest
     # The merged directory is a run directory too: export reads it, and its card lists every source.
     write_json_atomic(
         out / "manifest.json", {"tool": "self-instruct", "merged_from": labels, "sources": sources}
@@ -157,7 +157,7 @@ def merge(plan: Plan, labels: list[str]) -> dict:
 def summary_rows(plan: Plan, labels: list[str]) -> list[dict]:
     rows = []
     for label in labels:
-        m = json.loads((RunFiles(plan.root / "runs" / label).manifest).read_text(encoding="utf-8"))
+        m = read_manifest(RunFiles(plan.root / "runs" / label), strict=True)
         c, req = m["counts"], m.get("requests", {})
         rows.append(
             {
@@ -181,7 +181,7 @@ def summary_rows(plan: Plan, labels: list[str]) -> list[dict]:
     return rows
 
 
-def run_batch(plan_path: str | Path, *, backend=None, announce=None) -> dict:
+def run_plan(plan_path: str | Path, *, backend=None, announce=None) -> dict:
     """Run (or resume) every run of the plan, then merge; returns the summary written to summary.json."""
     plan = load_plan(plan_path)
     runs = plan.runs()

@@ -283,9 +283,9 @@ def run_generate(command: str, args: dict):
 
 
 def run_batch_plan(args: dict) -> None:
-    from .batch import format_summary, run_batch
+    from .batch import format_summary, run_plan
 
-    summary = run_batch(args["plan"], announce=lambda label: print(f"== run {label}", flush=True))
+    summary = run_plan(args["plan"], announce=lambda label: print(f"== run {label}", flush=True))
     print(format_summary(summary))
 
 

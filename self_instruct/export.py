@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import UserError
+from .manifest import read_manifest
 from .store import RunFiles, read_jsonl
 from .tasks import load_tasks
 
@@ -84,7 +85,7 @@ def load_records(run_dirs: list[str], opts: ExportOptions) -> tuple[list[dict], 
     seed_files: list[str] = []
     for run_dir in run_dirs:
         files = _run_files(run_dir)
-        manifest = json.loads(files.manifest.read_text(encoding="utf-8")) if files.manifest.exists() else {}
+        manifest = read_manifest(files, strict=True)
         manifests.append(manifest)
         for task in read_jsonl(files.tasks):
             for inst in task["instances"]:

@@ -15,6 +15,7 @@ from importlib import metadata
 from pathlib import Path
 
 from .config import Config
+from .errors import UserError
 from .llm import redact_url
 from .prompts import template_hashes
 from .store import RunFiles, read_jsonl, write_json_atomic
@@ -106,12 +107,26 @@ def count_files(files: RunFiles, target: int) -> dict:
     }
 
 
-def read_manifest(files: RunFiles) -> dict:
-    """The run's manifest, or {} when there is none (yet) or it cannot be read."""
-    try:
-        return json.loads(files.manifest.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+def read_manifest(files: RunFiles, *, strict: bool = False) -> dict:
+    """The one reader of a run's manifest.json: {} when there is none (yet).
+
+    ``strict`` (export, batch, analysis): a manifest that is not a JSON object is a UserError naming
+    the file and line; otherwise (a run resuming) it counts as none, since it is rewritten anyway."""
+    path = files.manifest
+    if not path.is_file():
         return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        if not strict:
+            return {}
+        where = f":{e.lineno}" if isinstance(e, json.JSONDecodeError) else ""
+        raise UserError(f"{path}{where}: unreadable manifest ({e})") from None
+    if not isinstance(data, dict):
+        if strict:
+            raise UserError(f"{path}: expected a JSON object")
+        return {}
+    return data
 
 
 def write_manifest(

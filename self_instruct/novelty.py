@@ -315,7 +315,3 @@ class NoveltyIndex:
         (None, the new entry's index). Bootstrap decides every candidate through here."""
         keep, match = self.is_novel(text)
         return (None, self.add(text)) if keep else (match, None)
-
-    def check_batch(self, texts: list[str]) -> list[tuple[bool, Match | None]]:
-        """Decide texts in order with the method's sequential semantics (``admit`` each)."""
-        return [(match is None, match) for match, _ in map(self.admit, texts)]

@@ -17,7 +17,7 @@ from rouge_score import rouge_scorer
 
 from self_instruct.analysis import analyze
 from self_instruct.analysis import stats as st
-from self_instruct.analysis.judge import judge, parse_verdict, render_prompt, sample_instances
+from self_instruct.analysis.judge import judge_async, parse_verdict, render_prompt, sample_instances
 from self_instruct.analysis.load import load_input
 from self_instruct.analysis.verbnoun import extract_pairs, shared_pipeline
 from self_instruct.errors import UserError
@@ -525,7 +525,7 @@ def test_judge_completions_api_failures_and_seeded_sample(tmp_path, flat):
     backend = FakeJudge("completions")
     engine = Engine(backend, retry=RetryPolicy(max_retries=0))
     extra = [*tasks, Task(instruction="Crash the judge.", instances=list(tasks[0].instances))]
-    j = judge(engine, extra, 100, seed=0)
+    j = asyncio.run(judge_async(engine, extra, 100, seed=0))
     assert all(r.prompt.endswith("Valid:") for r in backend.calls)
     assert j["sample"] == 7 and j["failed"] == 2  # the crashing instruction has two instances
     assert (j["valid"]["yes"], j["valid"]["n"]) == (3, 4)

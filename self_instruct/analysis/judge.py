@@ -9,7 +9,6 @@ and left out of that question's share, which is reported with a 95% Wilson inter
 
 from __future__ import annotations
 
-import asyncio
 import random
 import re
 import sys
@@ -203,8 +202,3 @@ async def judge_async(engine, tasks: list[Task], k: int, *, seed: int = 0, progr
     }
     summary["items"] = items
     return summary
-
-
-def judge(engine, tasks: list[Task], k: int, *, seed: int = 0, progress: bool = False) -> dict:
-    """judge_async, run to completion on a new event loop (the caller must not be in one)."""
-    return asyncio.run(judge_async(engine, tasks, k, seed=seed, progress=progress))

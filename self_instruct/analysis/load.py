@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UserError
+from ..manifest import read_manifest
 from ..store import RunFiles, read_jsonl
 from ..tasks import Instance, Task, load_tasks
 
@@ -167,14 +168,7 @@ def _find_seed_file(run_dir: Path, manifest: dict) -> str | None:
 
 def _load_run(path: Path) -> Loaded:
     files = RunFiles(path)
-    manifest: dict = {}
-    if files.manifest.is_file():
-        try:
-            manifest = json.loads(_read_text(files.manifest))
-        except json.JSONDecodeError as e:
-            raise UserError(f"{files.manifest}:{e.lineno}: invalid JSON ({e.msg})") from None
-        if not isinstance(manifest, dict):
-            raise UserError(f"{files.manifest}: expected a JSON object")
+    manifest = read_manifest(files, strict=True)
     # tasks.jsonl knows which tasks are classification tasks; dataset.jsonl holds the same rows.
     source = next((p for p in (files.tasks, files.dataset) if p.is_file() and p.stat().st_size > 0), None)
     if source is None:

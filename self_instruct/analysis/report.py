@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import base64
 import html
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..store import write_json_atomic, write_text_atomic
+from ..store import write_bytes_atomic, write_json_atomic, write_text_atomic
 
 
 @dataclass
@@ -161,16 +160,7 @@ def to_markdown(report: Report) -> str:
     return "\n".join(out)
 
 
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-_OUR_FIGURE = re.compile(r"(?:compare-|\d+-)?(?:lengths|verbs|seed_rouge)\.png")
+_OUR_FIGURE = re.compile(r"(?:compare-|\d+-)?(?:lengths|verbs|seed_rouge|margins)\.png")
 
 
 def write_report(report: Report, stats: dict, out_dir: str | Path) -> dict[str, str]:
@@ -179,7 +169,7 @@ def write_report(report: Report, stats: dict, out_dir: str | Path) -> dict[str, 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for fig in report.figures:
-        _write_bytes_atomic(out / fig.name, fig.png)
+        write_bytes_atomic(out / fig.name, fig.png)
     write_text_atomic(out / "report.md", to_markdown(report))
     write_text_atomic(out / "report.html", to_html(report))
     write_json_atomic(out / "stats.json", stats)

@@ -29,7 +29,7 @@ def _load_state(path: Path, keys: list[str]) -> dict | None:
     return state if state.get("keys") == keys else None
 
 
-async def run_batch(
+async def run_batch_job(
     backend: OpenAIBackend,
     requests: list[Request],
     keys: list[str],

@@ -61,8 +61,5 @@ class ResponseCache:
             (key, json.dumps(value, ensure_ascii=False)),
         )
 
-    def __len__(self) -> int:
-        return self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
-
     def close(self) -> None:
         self._db.close()

@@ -304,7 +304,7 @@ class Engine:
         on_progress: Callable[[int, int, str], None] | None = None,
     ) -> list[Response]:
         """Like run(), but the cache misses go to the OpenAI Batch API as one batch (half price)."""
-        from .batch_api import run_batch
+        from .batch_api import run_batch_job
 
         stats = self.stats.setdefault(stage, Counter())
         stats["requests"] += len(requests)
@@ -320,7 +320,7 @@ class Engine:
         start = time.perf_counter()
         if todo:
             stats["batches"] += 1
-            answers = await run_batch(
+            answers = await run_batch_job(
                 self.backend,  # type: ignore[arg-type]
                 [requests[i] for i in todo],
                 [keys[i] for i in todo],
