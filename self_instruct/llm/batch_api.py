@@ -17,7 +17,7 @@ import openai
 
 from ..store import write_json_atomic
 from .base import FatalError, Request, Response, TransientError
-from .openai_backend import OpenAIBackend
+from .openai_backend import OpenAIBackend, openai_error
 
 FINAL = {"completed", "failed", "expired", "cancelled"}
 
@@ -69,12 +69,10 @@ async def run_batch_job(
                     if line.strip():
                         item = json.loads(line)
                         by_key[item["custom_id"]] = _response(backend, item)
-    except (openai.AuthenticationError, openai.PermissionDeniedError) as e:
-        raise FatalError(f"OPENAI_API_KEY: {e.status_code} {e.message}") from None
-    except openai.APIStatusError as e:
-        raise FatalError(f"batch API: {e.status_code} {e.message}") from None
-    except openai.APIConnectionError as e:
-        raise FatalError(f"batch API: cannot reach {backend.endpoints[0].url} ({e})") from None
+    except openai.OpenAIError as e:
+        # No retry loop around a batch: whatever the kind of error, the run stops with it.
+        error = openai_error(e)
+        raise FatalError(str(error) if isinstance(error, FatalError) else f"batch API: {error}") from None
     missing = f"no answer in batch {state['batch_id']} (status {batch.status})"
     return [by_key.get(key) or Response(text="", finish_reason="error", error=missing) for key in keys]
 

@@ -24,6 +24,30 @@ def _retry_after(err: openai.APIStatusError) -> float | None:
         return None
 
 
+def openai_error(e: Exception) -> TransientError | FatalError:
+    """The one mapping of the SDK's errors: worth retrying (rate limits, 5xx, timeouts, dropped
+    connections, malformed bodies) or not (bad key, unknown model, bad request)."""
+    if isinstance(e, openai.RateLimitError):
+        return TransientError(f"429 rate limited: {e.message}", retry_after=_retry_after(e))
+    if isinstance(e, openai.InternalServerError):
+        return TransientError(f"{e.status_code} server error: {e.message}", retry_after=_retry_after(e))
+    if isinstance(e, openai.APITimeoutError):
+        return TransientError("timeout")
+    if isinstance(e, openai.APIConnectionError):
+        return TransientError(f"connection error: {e}")
+    if isinstance(e, openai.AuthenticationError | openai.PermissionDeniedError):
+        return FatalError(f"OPENAI_API_KEY: {e.status_code} {e.message}")
+    if isinstance(e, openai.NotFoundError):
+        return FatalError(f"llm.model / llm.base_url: 404 {e.message}")
+    if isinstance(e, openai.BadRequestError):
+        return FatalError(f"400 bad request: {e.message}")
+    if isinstance(e, openai.APIStatusError):
+        if e.status_code in (408, 409) or e.status_code >= 500:
+            return TransientError(f"{e.status_code}: {e.message}", retry_after=_retry_after(e))
+        return FatalError(f"{e.status_code}: {e.message}")
+    return TransientError(f"malformed response: {e}")  # validation errors, bad JSON
+
+
 JSON_FORMS = ("json_schema", "json_object")
 
 
@@ -246,28 +270,8 @@ class OpenAIBackend:
                 out = await client.chat.completions.create(**body)
             else:
                 out = await client.completions.create(**body)
-        except openai.RateLimitError as e:
-            raise TransientError(f"429 rate limited: {e.message}", retry_after=_retry_after(e)) from None
-        except openai.InternalServerError as e:
-            raise TransientError(
-                f"{e.status_code} server error: {e.message}", retry_after=_retry_after(e)
-            ) from None
-        except openai.APITimeoutError:
-            raise TransientError("timeout") from None
-        except openai.APIConnectionError as e:
-            raise TransientError(f"connection error: {e}") from None
-        except (openai.AuthenticationError, openai.PermissionDeniedError) as e:
-            raise FatalError(f"OPENAI_API_KEY: {e.status_code} {e.message}") from None
-        except openai.NotFoundError as e:
-            raise FatalError(f"llm.model / llm.base_url: 404 {e.message}") from None
-        except openai.BadRequestError as e:
-            raise FatalError(f"400 bad request: {e.message}") from None
-        except openai.APIStatusError as e:
-            if e.status_code in (408, 409) or e.status_code >= 500:
-                raise TransientError(f"{e.status_code}: {e.message}", retry_after=_retry_after(e)) from None
-            raise FatalError(f"{e.status_code}: {e.message}") from None
-        except (openai.APIResponseValidationError, ValueError, TypeError) as e:
-            raise TransientError(f"malformed response: {e}") from None
+        except (openai.OpenAIError, ValueError, TypeError) as e:
+            raise openai_error(e) from None
         try:
             data = out.model_dump()
         except AttributeError:
