@@ -71,8 +71,21 @@ def _parse_instances(obj: dict, where: str) -> list[Instance]:
 
 
 def load_tasks(path: str | Path) -> list[Task]:
-    """Load a seed file in either accepted shape; raise UserError naming ``file:line`` on bad input."""
-    path = Path(path)
+    """Load a seed file in either accepted shape; raise UserError naming ``file:line`` on bad input.
+
+    A seed-schema task that repeats an earlier instruction is an error: generation needs each
+    seed once."""
+    return _load_tasks(Path(path), allow_repeats=False)[0]
+
+
+def load_tasks_counting_repeats(path: str | Path) -> tuple[list[Task], int]:
+    """Like ``load_tasks``, for analysis: a repeated instruction is data, not an error. Its
+    instances join the first task of that instruction; returns the tasks and how many repeats."""
+    return _load_tasks(Path(path), allow_repeats=True)
+
+
+def _load_tasks(path: Path, *, allow_repeats: bool) -> tuple[list[Task], int]:
+    repeats = 0
     if not path.is_file():
         raise UserError(f"{path}: seed file not found")
     tasks: list[Task] = []
@@ -96,10 +109,13 @@ def load_tasks(path: str | Path) -> list[Task]:
             is_cls = obj.get("is_classification")
             if is_cls is not None and not isinstance(is_cls, bool):
                 raise UserError(f"{where}: 'is_classification' must be true or false")
-            if instruction in by_instruction:
-                raise UserError(
-                    f"{where}: duplicate instruction (first seen as task {by_instruction[instruction].id})"
-                )
+            first = by_instruction.get(instruction)
+            if first is not None:
+                if not allow_repeats:
+                    raise UserError(f"{where}: duplicate instruction (first seen as task {first.id})")
+                repeats += 1
+                first.instances.extend(_parse_instances(obj, where))
+                continue
             task = Task(
                 instruction=instruction,
                 instances=_parse_instances(obj, where),
@@ -124,7 +140,7 @@ def load_tasks(path: str | Path) -> list[Task]:
             raise UserError(f"{where}: expected 'instances' (seed schema) or 'output' (flat schema)")
     if not tasks:
         raise UserError(f"{path}: no tasks in seed file")
-    return tasks
+    return tasks, repeats
 
 
 def packaged_seed_file() -> Path:

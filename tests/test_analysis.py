@@ -570,3 +570,23 @@ def test_reusing_an_output_directory_leaves_no_stale_figures(tmp_path):
     analyze([str(data)], str(out), progress=False)
     assert not list(out.glob("compare-*.png")) and not list(out.glob("[0-9]-*.png"))
     assert (out / "mine.png").exists() and (out / "lengths.png").exists()
+
+
+def test_a_repeated_instruction_is_counted_not_refused(tmp_path):
+    rows = [
+        {"id": "a", "instruction": "Name a color.", "instances": [{"input": "", "output": "Blue"}]},
+        {"id": "b", "instruction": "Count to three.", "instances": [{"input": "", "output": "1 2 3"}]},
+        {"id": "c", "instruction": "Name a color.", "instances": [{"input": "", "output": "Red"}]},
+    ]
+    path = tmp_path / "eval.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    stats = analyze([str(path)], str(tmp_path / "out"), progress=False)
+    s = stats["inputs"][0]
+    assert s["dataset"]["instructions"] == 2 and s["dataset"]["repeated_instructions"] == 1
+    assert s["dataset"]["instances"] == 3
+    assert any("1 tasks repeat an earlier instruction" in n for n in s["notes"])
+    # Generation still needs each seed once.
+    from self_instruct.tasks import load_tasks
+
+    with pytest.raises(UserError, match=r"eval\.jsonl:3: duplicate instruction"):
+        load_tasks(path)

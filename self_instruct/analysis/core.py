@@ -57,6 +57,12 @@ def _analyze_one(
     notes: list[str] = []
     out: dict = {"path": loaded.path, "label": label, "kind": loaded.kind}
     out["dataset"] = st.dataset_stats(tasks)
+    out["dataset"]["repeated_instructions"] = loaded.repeated
+    if loaded.repeated:
+        notes.append(
+            f"{loaded.repeated} tasks repeat an earlier instruction: counted once, with their instances "
+            "added to the first."
+        )
 
     pairs = extract_pairs(instructions, progress=progress)
     out["verb_noun"] = summarize(pairs)

@@ -20,7 +20,7 @@ from pathlib import Path
 from ..errors import UserError
 from ..manifest import read_manifest
 from ..store import RunFiles, read_jsonl
-from ..tasks import Instance, Task, load_tasks
+from ..tasks import Instance, Task, load_tasks, load_tasks_counting_repeats
 
 
 @dataclass
@@ -41,6 +41,7 @@ class Loaded:
     kind: str  # "run", "jsonl", "alpaca" or "hf"
     tasks: list[Task]
     run: RunInfo | None = None
+    repeated: int = 0  # seed-schema tasks that repeated an earlier instruction (merged into it)
 
 
 def _group(rows: list[tuple[str, str, str]]) -> list[Task]:
@@ -104,8 +105,8 @@ def _load_file(path: Path) -> Loaded:
                 data = None  # JSON Lines under a .json name: read it as such below
             if isinstance(data, dict):
                 raise UserError(f"{path}: a JSON object; expected a JSON list of records or JSON Lines")
-        tasks = load_tasks(path)
-        return Loaded(str(path), "jsonl", tasks)
+        tasks, repeats = load_tasks_counting_repeats(path)
+        return Loaded(str(path), "jsonl", tasks, repeated=repeats)
     raise UserError(f"{path}: neither JSON Lines nor a JSON list of records")
 
 
