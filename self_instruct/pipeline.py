@@ -109,21 +109,22 @@ async def resolve_structured(cfg: Config, backend: Backend, previous: dict | Non
     halfway."""
     setting = cfg.llm.structured
     out = {"setting": setting, "on": setting == "on", "form": None, "note": f"llm.structured = {setting}"}
-    probe = getattr(backend, "probe_structured", None)
     if previous and previous.get("setting") == setting and previous.get("model") == backend.model:
         out = previous
     elif setting == "auto" and backend.api == "completions":
         out["note"] = "llm.structured = auto: off for the completions API, which continues the method's text"
-    elif setting == "auto" and probe is None:
-        out.update(on=True, note="llm.structured = auto: the backend constrains decoding itself")
-    elif probe is not None and setting != "off":
+    elif setting != "off":
         request = Request(prompt=PROBE, max_tokens=16, schema=schema_text("classify", 1), seed=cfg.seed)
-        form, why = await probe(request)
-        if setting == "on" and form is None:
-            raise UserError(f"setting 'llm.structured' is on, but the server refuses it: {why}")
-        out.update(on=form is not None, form=form, note=f"llm.structured = {setting}: {why}")
-        if form is None:
-            out["note"] += "; using text answers"
+        probed = await backend.probe_structured(request)
+        if probed is None:  # grammars: nothing to ask
+            out.update(on=True, note=f"llm.structured = {setting}: the backend constrains decoding itself")
+        else:
+            form, why = probed
+            if setting == "on" and form is None:
+                raise UserError(f"setting 'llm.structured' is on, but the server refuses it: {why}")
+            out.update(on=form is not None, form=form, note=f"llm.structured = {setting}: {why}")
+            if form is None:
+                out["note"] += "; using text answers"
     if out.get("form"):
         backend.json_form = out["form"]  # type: ignore[attr-defined]
     return {**out, "model": backend.model}
@@ -156,13 +157,12 @@ async def _run(
 ) -> RunSummary:
     if backend is None and MODEL_STAGES & set(stages):
         backend = create_backend(cfg.llm, cfg.seed)
-    if cfg.llm.batch_api and backend is not None and backend.name != "openai":
+    if cfg.llm.batch_api and backend is not None and not backend.batch_api:
         raise UserError("setting 'llm.batch_api' needs the openai backend")
     # Check the endpoint before touching the run directory: a typo in --base-url leaves no trace.
-    check = getattr(backend, "check", None)
-    if check:
+    if backend is not None:
         try:
-            await check()
+            await backend.check()
         except FatalError as e:
             await backend.close()
             raise UserError(str(e)) from None

@@ -12,7 +12,7 @@ import hashlib
 import json
 import random
 
-from self_instruct.llm.base import Request, Response
+from self_instruct.llm.base import BackendBase, Request, Response
 from self_instruct.prompts import CHAT_CLASSIFY_QUESTION, CHAT_INPUT_FIRST_REQUEST, CHAT_OUTPUT_FIRST_REQUEST
 
 WORDS = [
@@ -194,7 +194,7 @@ def answer(prompt: str, *, chat: bool = False) -> str:
     return " " + items[0] + "".join(f"\n{start + k}. {t}" for k, t in enumerate(items[1:], start=1))
 
 
-class ScriptedBackend:
+class ScriptedBackend(BackendBase):
     """In-process backend with the scripted model; counts calls, optional jittered latency."""
 
     name = "scripted"

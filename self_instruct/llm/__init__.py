@@ -50,13 +50,7 @@ def create_backend(llm: LLMConfig, seed: int = 0) -> Backend:
 
 def describe(backend: Backend) -> dict:
     """What the manifest records about a backend (never a key)."""
-    info = {"name": backend.name, "model": backend.model, "api": backend.api}
-    endpoints = getattr(backend, "endpoint_stats", None)
-    if endpoints:
-        info["endpoints"] = [{**e, "url": redact_url(e["url"])} for e in endpoints()]
-    if getattr(backend, "model_path", None):
-        info["model_path"] = backend.model_path
-    return info
+    return backend.describe()
 
 
 SECRET_PARAM = re.compile(r"(key|token|secret|password|passwd|pwd|sig|signature|auth|credential)", re.I)

@@ -69,13 +69,46 @@ class EndpointDown(FatalError):
 
 
 class Backend(Protocol):
-    """A model that turns one Request into one Response, or raises TransientError / FatalError."""
+    """A model that turns one Request into one Response, or raises TransientError / FatalError.
+
+    Besides ``complete`` and ``close``, every backend states its optional abilities (``BackendBase``
+    gives the defaults): a health check, what the manifest records about it, how it takes a JSON
+    schema, and whether it serves the OpenAI Batch API."""
 
     name: str
     model: str
     api: Api
     max_concurrency: int  # the most requests this backend can usefully serve at once
+    batch_api: bool  # serves the OpenAI Batch API (then it is an OpenAIBackend)
 
     async def complete(self, request: Request) -> Response: ...
 
     async def close(self) -> None: ...
+
+    async def check(self) -> None: ...
+
+    def describe(self) -> dict: ...
+
+    async def probe_structured(self, request: Request) -> tuple[str | None, str] | None: ...
+
+
+class BackendBase:
+    """The defaults of the optional abilities: no health check, described by name, model and API,
+    constrains JSON itself (no probe), no Batch API."""
+
+    name: str
+    model: str
+    api: Api
+    batch_api = False
+
+    async def check(self) -> None:
+        """Fail fast (FatalError) when the model cannot serve; nothing to check by default."""
+
+    def describe(self) -> dict:
+        """What the manifest records about the backend (never a key)."""
+        return {"name": self.name, "model": self.model, "api": self.api}
+
+    async def probe_structured(self, request: Request) -> tuple[str | None, str] | None:
+        """How the backend takes a schema-bound request: (form or None, why) after asking it, or
+        None when it constrains decoding itself (grammars) and needs no probe."""
+        return None

@@ -38,7 +38,7 @@ async def run_batch_job(
     poll_seconds: float = 30.0,
     on_progress: Callable[[int, int, str], None] | None = None,
 ) -> list[Response]:
-    client = backend.endpoints[0].client
+    client = backend.batch_client
     try:
         state = _load_state(state_path, keys)
         if state is None:

