@@ -466,14 +466,20 @@ def _input_first_instance(lines: _Lines, s: int, e: int) -> Instance | None:
     if out_at is None:
         return None
     output = _value_lines(lines, out_at + 1, e, label(lines.text[out_at]).value)
-    while i < out_at and _blank(lines.text[i]):
+    return Instance(_input_text(lines, i, out_at), output)
+
+
+def _input_text(lines: _Lines, i: int, end: int) -> str:
+    """The input in lines [i, end): a leading 'Input:' label removed (other labels stay), and the
+    words for "no input" read as ''."""
+    while i < end and _blank(lines.text[i]):
         i += 1
-    first = label(lines.text[i]) if i < out_at else None
+    first = label(lines.text[i]) if i < end else None
     if first and first.name in INPUT_NAMES:
-        inp = _value_lines(lines, i + 1, out_at, first.value)
+        inp = _value_lines(lines, i + 1, end, first.value)
     else:
-        inp = _value_lines(lines, i, out_at, None)
-    return Instance("" if empty_input(inp) else inp, output)
+        inp = _value_lines(lines, i, end, None)
+    return "" if empty_input(inp) else inp
 
 
 def _output_first_instance(lines: _Lines, s: int, e: int, continued: bool) -> Instance | None:
@@ -489,14 +495,7 @@ def _output_first_instance(lines: _Lines, s: int, e: int, continued: bool) -> In
         if i >= e:
             return None
         value, i = unbold(undecorate(lines.text[i]).strip()), i + 1
-    while i < e and _blank(lines.text[i]):
-        i += 1
-    first = label(lines.text[i]) if i < e else None
-    if first and first.name in INPUT_NAMES:
-        inp = _value_lines(lines, i + 1, e, first.value)
-    else:
-        inp = _value_lines(lines, i, e, None)
-    return Instance("" if empty_input(inp) else inp, value)
+    return Instance(_input_text(lines, i, e), value)
 
 
 def _same_task(written: str, task: str) -> bool:
