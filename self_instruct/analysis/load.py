@@ -117,6 +117,9 @@ def _is_hf_dir(path: Path) -> bool:
 
 
 def _load_hf(path: Path) -> Loaded:
+    from ..errors import require_extra
+
+    require_extra("hf", ("datasets",), f"analyzing the saved Hugging Face dataset {path}")
     import datasets
 
     try:

