@@ -107,6 +107,13 @@ def count_files(files: RunFiles, target: int) -> dict:
     }
 
 
+def recorded_config(cfg: Config) -> dict:
+    """The config as the manifest records it: endpoint URLs without credentials."""
+    config = cfg.to_dict()
+    config["llm"]["base_url"] = [redact_url(u) for u in config["llm"]["base_url"]]
+    return config
+
+
 def read_manifest(files: RunFiles, *, strict: bool = False) -> dict:
     """The one reader of a run's manifest.json: {} when there is none (yet).
 
@@ -158,8 +165,7 @@ def write_manifest(
     backend = backend or old.get("backend")
     if backend and any(s.get("endpoints") for s in sessions):
         backend = {**backend, "endpoints": _endpoint_totals(sessions)}
-    config = cfg.to_dict()
-    config["llm"]["base_url"] = [redact_url(u) for u in config["llm"]["base_url"]]
+    config = recorded_config(cfg)
     manifest = {
         "tool": "self-instruct",
         "run_name": cfg.run_name,

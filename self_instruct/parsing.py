@@ -170,6 +170,8 @@ class _Seg:
 def _segments_to_parts(lines: _Lines, segs: list) -> list[Part]:
     """Each segment's raw text: from its start to the next one's (blank lines go with the part before
     them; blank lines before the first segment go with it)."""
+    if not segs:  # an answer of blank lines only: one part, nothing in it
+        return [Part(lines.join(0, len(lines)))] if lines.join(0, len(lines)) else []
     bounds = [0] + [s.start for s in segs[1:]] + [len(lines)]
     return [Part(lines.join(bounds[k], bounds[k + 1]), s.reason) for k, s in enumerate(segs)]
 
@@ -223,8 +225,6 @@ def parse_instructions(
         # else: a line right after a sub-item or a rejected line belongs to that part
         gap = False
     parts = _segments_to_parts(lines, segs)
-    if not segs and text:
-        parts = [Part(text)]  # blank lines only
     return _sort_items(parts, segs, Echoes(shown or []), finish_reason, max_items)
 
 
@@ -379,8 +379,6 @@ def _parse_instances(
     if end < n:
         segs.append(_Seg(end, "next_task"))
     parts = _segments_to_parts(lines, segs)
-    if not segs and text:
-        parts = [Part(text)]  # blank lines only
     out = Parsed(parts=parts)
     last = examples[-1][0] if examples else None
     data = {id(seg): x for seg, x in examples}

@@ -8,14 +8,21 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import Config
+from .config import Config, flatten
 from .errors import RunIncomplete, UserError
-from .llm import create_backend, describe, redact_url
+from .llm import create_backend
 from .llm.base import Backend, EndpointDown, FatalError, Request
 from .llm.cache import ResponseCache
 from .llm.engine import Breaker, Engine, RetryPolicy
 from .llm.prices import price_for
-from .manifest import failure_causes, file_sha256, outstanding_failures, read_manifest, write_manifest
+from .manifest import (
+    failure_causes,
+    file_sha256,
+    outstanding_failures,
+    read_manifest,
+    recorded_config,
+    write_manifest,
+)
 from .prompts import template_hashes
 from .provenance import changes, fingerprint, guard
 from .stages.bootstrap import run_bootstrap
@@ -37,19 +44,6 @@ class RunSummary:
     manifest: dict
     notes: list[str]
     incomplete: list[str] = field(default_factory=list)  # why the work is not done (exit status 3)
-
-
-def _flat(config: dict, prefix: str = "") -> dict:
-    """A config dict as dotted setting names (URLs redacted: the session list shows them)."""
-    out = {}
-    for k, v in config.items():
-        if isinstance(v, dict) and k != "prices":
-            out.update(_flat(v, f"{prefix}{k}."))
-        elif k == "base_url":
-            out[f"{prefix}{k}"] = [redact_url(u) for u in v]
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def incomplete_reasons(cfg: Config, stages: tuple[str, ...], files: RunFiles) -> list[str]:
@@ -169,7 +163,7 @@ async def _run(
     # Refuse to mix two runs in one directory, before touching it.
     previous = read_manifest(files)
     fp = fingerprint(
-        cfg, file_sha256(cfg.seed_path), template_hashes(), describe(backend) if backend else None
+        cfg, file_sha256(cfg.seed_path), template_hashes(), backend.describe() if backend else None
     )
     try:
         forced = guard(files.root, previous.get("provenance"), fp, force)
@@ -203,7 +197,7 @@ async def _run(
     if command:
         session["command"] = command
     if previous.get("config"):
-        changed = changes(_flat(previous["config"]), _flat(cfg.to_dict()))
+        changed = changes(flatten(previous["config"]), flatten(recorded_config(cfg)))
         if changed:
             session["changed"] = changed
     if forced:
@@ -216,12 +210,13 @@ async def _run(
         session["wall_seconds"] = round(time.time() - started, 3)
         if session["status"] != "running":
             session["ended"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        if backend is not None and describe(backend).get("endpoints"):
-            session["endpoints"] = describe(backend)["endpoints"]  # this session's; totals over all
+        info = backend.describe() if backend else None
+        if info and info.get("endpoints"):
+            session["endpoints"] = info["endpoints"]  # this session's; totals over all
         return write_manifest(
             files,
             cfg,
-            backend=describe(backend) if backend else None,
+            backend=info,
             seed_file=cfg.seed_path,
             n_seeds=len(seeds),
             stats=engine.stats if engine else {},

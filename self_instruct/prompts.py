@@ -114,7 +114,7 @@ def header_and_demos(name: str) -> tuple[str, list[tuple[str, str]]]:
     """A few-shot template's first line and its demos as (task, answer text) pairs."""
     head, body = template(name).split("\n\n", 1)
     demos = []
-    for block in body.split("\n\nTask: ")[0:]:
+    for block in body.split("\n\nTask: "):
         block = block.strip()
         if not block:
             continue

@@ -49,11 +49,6 @@ def create_backend(llm: LLMConfig, seed: int = 0) -> Backend:
     )
 
 
-def describe(backend: Backend) -> dict:
-    """What the manifest records about a backend (never a key)."""
-    return backend.describe()
-
-
 SECRET_PARAM = re.compile(r"(key|token|secret|password|passwd|pwd|sig|signature|auth|credential)", re.I)
 
 
