@@ -123,7 +123,6 @@ def main() -> None:
                     "llm.api": "completions",
                     "llm.concurrency": str(args.concurrency),
                     "llm.cache": "false",
-                    "bootstrap.requests_per_round": str(args.concurrency),
                 },
             )
             start = time.perf_counter()

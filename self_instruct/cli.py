@@ -65,8 +65,9 @@ SETTING_HELP = {
     "llm.breaker_failure_rate": "circuit breaker: share of those attempts that must fail to stop the run",
     "instances.max_tokens_input_first": "answer length for input-first instances (the reference: 350)",
     "instances.max_tokens_output_first": "answer length for output-first instances (the reference: 300)",
-    "bootstrap.requests_per_round": "bootstrap prompts per pool snapshot; fixed, so output is the same "
-    "at any concurrency; raise it to keep a large fleet busy",
+    "bootstrap.window": "requests in flight at most: request i's prompt sees the pool after requests "
+    "0..i-window; fixed, so output is the same at any concurrency; at least 2x llm.concurrency keeps "
+    "a fleet busy",
 }
 
 

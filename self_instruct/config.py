@@ -57,7 +57,9 @@ class BootstrapConfig:
     num_prompt_instructions: int = 8
     num_machine_instructions: int = 2  # of the 8, once the pool has that many machine instructions
     max_new_per_request: int = 7  # stop at item 16: 8 shown + 7 new
-    requests_per_round: int = 16  # prompts built from the same pool snapshot, applied in order
+    # Request i's prompt sees the pool after requests 0..i-window were applied, and goes out as soon as
+    # they are; fixed (not the concurrency), so output is the same at any concurrency
+    window: int = 64
     max_requests: int = 0  # give up after this many requests; 0: 20 x target + 50
     temperature: float = 0.7
     top_p: float = 0.5
@@ -273,8 +275,8 @@ def validate(cfg: Config) -> None:
         bad("bootstrap.num_prompt_instructions", "must be between 1 and 64")
     if not 0 <= b.num_machine_instructions <= b.num_prompt_instructions:
         bad("bootstrap.num_machine_instructions", "must be between 0 and num_prompt_instructions")
-    if b.requests_per_round < 1:
-        bad("bootstrap.requests_per_round", "must be at least 1")
+    if b.window < 1:
+        bad("bootstrap.window", "must be at least 1")
     if not 0.0 <= b.similarity_threshold <= 1.0:
         bad("bootstrap.similarity_threshold", "must be between 0 and 1")
     if b.tokenizer not in ("rouge", "unicode"):

@@ -232,6 +232,7 @@ async def _run(
             t0 = time.perf_counter()
             if stage == "bootstrap":
                 result = await run_bootstrap(ctx, seeds)
+                session["wasted_requests"] = result.wasted
                 if result.stopped == "max_requests":
                     notes.append(
                         f"bootstrap stopped after {result.requests} requests with {result.accepted} of "
@@ -276,6 +277,8 @@ async def _run(
         session["status"] = "interrupted"
         raise
     finally:
+        if engine is not None:  # requests a stage left at the server: on record, or cancelled
+            await engine.drain(cancel=session["status"] != "finished")
         manifest = save()
         if backend:
             await backend.close()

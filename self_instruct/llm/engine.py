@@ -7,6 +7,9 @@
   Retry-After when it gives one), a bounded number of times;
 - a request that still fails comes back as a Response with ``error`` set: the caller records it;
 - a FatalError (bad key, unknown model) stops the whole batch at once;
+- ``run`` answers a list of requests; a ``Pipe`` takes requests one by one as a stage builds them
+  and hands the answers back in the order they were sent, so a stage keeps the fleet busy without
+  waiting for a whole batch;
 - counts per stage: requests, cache hits, retries, failures, tokens, estimated cost, and the time
   the stage spent waiting for the model.
 """
@@ -146,6 +149,26 @@ class Engine:
         self._backoff = wait_exponential_jitter(
             initial=self.retry.backoff_initial, max=self.retry.backoff_max
         )
+        self._slots: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
+        self._detached: set[asyncio.Task] = set()  # requests closed pipes left behind
+
+    async def drain(self, *, cancel: bool = False) -> None:
+        """Wait for (or cancel) the requests closed pipes left behind: once sent they are paid for, so
+        their usage is recorded and their answers cached."""
+        tasks, self._detached = list(self._detached), set()
+        for t in tasks if cancel else ():
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _semaphore(self) -> asyncio.Semaphore:
+        """The concurrency limit, shared by every run and pipe of the current event loop."""
+        loop = asyncio.get_running_loop()
+        if self._slots is None or self._slots[0] is not loop:
+            self._slots = (loop, asyncio.Semaphore(self.concurrency))
+        return self._slots[1]
+
+    def pipe(self, stage: str, on_result: Callable[[Response], None] | None = None) -> Pipe:
+        return Pipe(self, stage, on_result)
 
     def _wait(self, state) -> float:
         exc = state.outcome.exception() if state.outcome else None
@@ -253,7 +276,13 @@ class Engine:
             record["endpoint"] = response.meta["endpoint"]
         self.usage(record)
 
-    async def _one(self, request: Request, stats: Counter, sem: asyncio.Semaphore, stage: str) -> Response:
+    async def _one(
+        self,
+        request: Request,
+        stats: Counter,
+        sem: asyncio.Semaphore,
+        stage: str,
+    ) -> Response:
         stats["requests"] += 1
         key, cached = self._lookup(request, stats)
         if cached is not None:
@@ -274,7 +303,7 @@ class Engine:
     ) -> list[Response]:
         """Responses in the order of ``requests``, whatever order they finish in."""
         stats = self.stats.setdefault(stage, Counter())
-        sem = asyncio.Semaphore(self.concurrency)
+        sem = self._semaphore()
         results: list[Response | None] = [None] * len(requests)
 
         async def go(i: int, req: Request) -> None:
@@ -337,3 +366,80 @@ class Engine:
                 self._account(stats, cache_keys[i], response, stage=stage, seconds=0.0, price_factor=0.5)
         stats["seconds_waiting"] += time.perf_counter() - start
         return results  # type: ignore[return-value]
+
+
+class Pipe:
+    """Requests sent as a stage builds them, answers taken in the order they were sent.
+
+    The stage decides how many requests it keeps in flight (``in_flight``); the engine's concurrency
+    limits how many of them are at the server. ``take`` waits for the oldest answer, or raises at
+    once when any request in flight met a FatalError. ``close`` ends the pipe.
+    """
+
+    def __init__(self, engine: Engine, stage: str, on_result: Callable[[Response], None] | None) -> None:
+        self.engine, self.stage, self.on_result = engine, stage, on_result
+        self.stats = engine.stats.setdefault(stage, Counter())
+        self._tasks: deque[asyncio.Task[Response]] = deque()
+        self._fatal = asyncio.Event()
+        self._fatal_error: BaseException | None = None
+
+    @property
+    def in_flight(self) -> int:
+        """Requests sent and not yet taken (answered or not)."""
+        return len(self._tasks)
+
+    def head_ready(self) -> bool:
+        """Whether the oldest request in flight has its answer."""
+        return bool(self._tasks) and self._tasks[0].done()
+
+    def send(self, request: Request) -> None:
+        coro = self.engine._one(request, self.stats, self.engine._semaphore(), self.stage)
+        task = asyncio.get_running_loop().create_task(coro)
+        task.add_done_callback(self._done)
+        self._tasks.append(task)
+
+    def _done(self, task: asyncio.Task[Response]) -> None:
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is None:
+            if self.on_result:
+                self.on_result(task.result())
+        elif self._fatal_error is None:
+            # Like a TaskGroup: stop every other request now, before any of them tries again.
+            self._fatal_error = error
+            self._fatal.set()
+            for other in self._tasks:
+                other.cancel()
+
+    async def take(self) -> Response:
+        """The answer to the oldest request in flight."""
+        head = self._tasks[0]
+        t0 = time.perf_counter()
+        try:
+            if not head.done():
+                fatal = asyncio.ensure_future(self._fatal.wait())
+                try:
+                    await asyncio.wait({head, fatal}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    fatal.cancel()
+            if self._fatal_error is not None:
+                raise self._fatal_error
+            self._tasks.popleft()
+            return head.result()
+        finally:
+            self.stats["seconds_waiting"] += time.perf_counter() - t0
+
+    async def close(self, *, cancel: bool = False) -> int:
+        """End the pipe; returns how many requests were sent and never taken (wasted). They are left
+        to finish (``Engine.drain``), so what they cost is on record and their answers are cached:
+        which requests a stage sends depends only on the answers it applied, so running it again
+        from the cache sends the same ones and calls the model for none. ``cancel``: stop them."""
+        tasks, self._tasks = list(self._tasks), deque()
+        if cancel:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        else:
+            self.engine._detached.update(tasks)
+        return len(tasks)

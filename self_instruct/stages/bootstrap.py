@@ -1,11 +1,19 @@
 """Stage 1: grow the task pool from the seeds until ``target`` machine instructions are accepted.
 
-The loop works in rounds of ``requests_per_round`` requests. Request ``i`` belongs to round
-``i // requests_per_round``; its prompt is built from the pool as it stood at the start of its round,
-with its own random stream seeded by (seed, i). Responses are applied in request order: parse,
-filter, novelty check against seeds + every accepted instruction (earlier ones in the same round
-included), append. So the result depends only on the config, the seed and the model's responses,
-not on concurrency or on the order responses arrive in.
+Requests go out through a sliding window of ``bootstrap.window`` (W) requests. Request ``i``'s
+prompt is built from the pool as it stood after requests ``0..i-W`` were applied, with its own
+random stream seeded by (seed, i); it is sent as soon as request ``i-W`` has been applied, so one
+slow answer holds back only the requests more than W after it. Responses are applied in request
+order: parse, filter, novelty check against seeds + every accepted instruction, append. So the
+result depends only on the config (W included), the seed and the model's responses, not on
+concurrency or on the order responses arrive in.
+
+Near the target, the number of requests in flight follows the recent yield (accepted instructions
+per request over the last applied requests), so the fleet stays full until the target is near and
+at most W requests are answered past it (counted as ``wasted_requests`` in the session).
+
+The CPU-heavy bookkeeping, each accepted instruction's 10 most similar pool entries, and the
+writes run in a worker thread while requests are in flight: they never delay the next request.
 
 Crash safety: a request's accepted and rejected records are written first, then its line in
 ``bootstrap_requests.jsonl``. On start, records of requests without that line are discarded, and the
@@ -14,8 +22,13 @@ loop resumes at the first request not applied.
 
 from __future__ import annotations
 
+import bisect
 import math
+import queue
 import random
+import threading
+from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..filters import check_instruction
@@ -23,7 +36,7 @@ from ..llm.base import Request
 from ..novelty import NoveltyIndex
 from ..parsing import parse_instructions
 from ..prompts import render_bootstrap, render_bootstrap_json, template
-from ..store import write_jsonl_atomic
+from ..store import RunFiles, write_jsonl_atomic
 from ..structured import parse_list_json, schema_text
 from ..tasks import Task
 from .common import StageContext, drop_uncommitted, failure_record, live_stats, progress
@@ -37,10 +50,11 @@ class BootstrapResult:
     rejected: int
     requests: int
     stopped: str  # "target" or "max_requests"
+    wasted: int = 0  # requests answered in this session but not applied (past the target)
 
 
 def sample_prompt_instructions(
-    rng: random.Random, seeds: list[str], machine: list[str], n_total: int, n_machine: int
+    rng: random.Random, seeds: list[str], machine: Sequence[str], n_total: int, n_machine: int
 ) -> list[str]:
     """n_machine from the machine-generated pool (once it has that many), the rest from the seeds."""
     take_machine = n_machine if len(machine) >= n_machine else 0
@@ -62,7 +76,7 @@ def _recover(ctx: StageContext) -> tuple[list[dict], set[int]]:
     return kept, applied
 
 
-def shown_instructions(ctx: StageContext, i: int, seeds: list[str], machine: list[str]) -> list[str]:
+def shown_instructions(ctx: StageContext, i: int, seeds: list[str], machine: Sequence[str]) -> list[str]:
     """The in-context instructions of request ``i``: its own random stream, seeded by (seed, i)."""
     b = ctx.cfg.bootstrap
     rng = random.Random(f"{ctx.cfg.seed}:{STAGE}:{i}")
@@ -93,8 +107,85 @@ def build_request(ctx: StageContext, i: int, shown: list[str]) -> Request:
     )
 
 
+class _Prefix(Sequence[str]):
+    """The first ``n`` items of a list, without copying it (what a request's prompt may sample)."""
+
+    def __init__(self, items: list[str], n: int) -> None:
+        self.items, self.n = items, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i):  # random.sample indexes with non-negative ints below len
+        if isinstance(i, slice):
+            return self.items[: self.n][i]
+        if not 0 <= i < self.n:
+            raise IndexError(i)
+        return self.items[i]
+
+
+def in_flight_wanted(remaining: int, recent: deque[int], window: int, best: int) -> int:
+    """How many requests to keep in flight: the window, until the recent yield says fewer will reach
+    the target (a quarter more than expected, so a short answer rarely costs another round trip).
+    Before any answer, each request is assumed to bring its ``best`` (a small run starts small)."""
+    if recent and sum(recent) == 0:
+        return window
+    per_request = sum(recent) / len(recent) if recent else best
+    return max(1, min(window, math.ceil(1.25 * remaining / per_request)))
+
+
+class _Writer:
+    """Writes applied requests in order from a worker thread, after computing their accepted
+    instructions' most similar pool entries (CPU work the event loop never waits for)."""
+
+    def __init__(self, files: RunFiles, index: NoveltyIndex, k: int) -> None:
+        self.files, self.index, self.k = files, index, k
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._loop, name="bootstrap-writer", daemon=True)
+        self.thread.start()
+
+    def put(self, accepted: list[dict], rejected: list[dict], failed: list[dict], log: dict) -> None:
+        if self.error is not None:
+            raise self.error
+        self.queue.put((accepted, rejected, failed, log))
+
+    def _loop(self) -> None:
+        done = False
+        while not done:
+            items = [self.queue.get()]
+            while not self.queue.empty():
+                items.append(self.queue.get())
+            if items[-1] is None:
+                done = True
+                items.pop()
+            if self.error is not None or not items:
+                continue
+            try:
+                self._write(items)
+            except BaseException as e:  # re-raised on the event loop by put() or close()
+                self.error = e
+
+    def _write(self, items: list[tuple]) -> None:
+        """Records first, then the log lines that commit them (a crash in between leaves records
+        that _recover discards)."""
+        accepted = [r for item in items for r in item[0]]
+        _record_similar(self.index, accepted, self.k)
+        self.files.instructions.append(accepted)
+        self.files.rejected.append([r for item in items for r in item[1]])
+        self.files.failures.append([r for item in items for r in item[2]])
+        self.files.bootstrap_log.append([item[3] for item in items])
+
+    def close(self) -> None:
+        """Write everything queued, then stop the thread."""
+        self.queue.put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+
 async def run_bootstrap(ctx: StageContext, seed_tasks: list[Task]) -> BootstrapResult:
-    cfg, b, f = ctx.cfg, ctx.cfg.bootstrap, ctx.files
+    cfg, b = ctx.cfg, ctx.cfg.bootstrap
     assert ctx.engine is not None
     seeds = [t.instruction for t in seed_tasks]
     accepted, applied = _recover(ctx)
@@ -104,67 +195,61 @@ async def run_bootstrap(ctx: StageContext, seed_tasks: list[Task]) -> BootstrapR
     for r in accepted:
         index.add(r["instruction"])
     machine = [r["instruction"] for r in accepted]
-    n_rejected = sum(1 for r in f.rejected.read() if r.get("stage") == STAGE)
+    made_by = [r["request"] for r in accepted]  # the request that made each, ascending
+    n_rejected = sum(1 for r in ctx.files.rejected.read() if r.get("stage") == STAGE)
     max_requests = b.max_requests or 20 * cfg.target + 50
-    next_req = max(applied) + 1 if applied else 0
+    next_apply = max(applied) + 1 if applied else 0
+    next_send = next_apply
+    sent: deque[tuple[Request, list[str]]] = deque()  # in flight: each request and its shown tasks
+    recent: deque[int] = deque(maxlen=max(b.window, 16))  # accepted per applied request
     stopped = "target"
     bar = progress(cfg, total=cfg.target, initial=min(len(machine), cfg.target), desc=STAGE, unit="instr")
+    pipe = ctx.engine.pipe(STAGE)
+    writer = _Writer(ctx.files, index, b.record_similar)
+    wasted, ok = 0, False
     try:
         while len(machine) < cfg.target:
-            if next_req >= max_requests:
+            wanted = in_flight_wanted(cfg.target - len(machine), recent, b.window, b.max_new_per_request)
+            # Request i may go once requests 0..i-W are applied; its prompt sees exactly those.
+            while next_send < min(max_requests, next_apply + b.window) and pipe.in_flight < wanted:
+                pool = _Prefix(machine, bisect.bisect_right(made_by, next_send - b.window))
+                shown = shown_instructions(ctx, next_send, seeds, pool)
+                request = build_request(ctx, next_send, shown)
+                pipe.send(request)
+                sent.append((request, shown))
+                next_send += 1
+            if not pipe.in_flight:
                 stopped = "max_requests"
                 break
-            round_no = next_req // b.requests_per_round
-            round_start = round_no * b.requests_per_round
-            # The pool as it stood when this round began (earlier rounds' acceptances only).
-            snapshot = [r["instruction"] for r in accepted if r["request"] < round_start]
-            # Send only about as many of the round's requests as the target still needs (judged by
-            # the yield so far); the rest of the round follows with the same snapshot, so this
-            # changes how many requests are wasted at the end, never what is generated.
-            per_request = max(len(machine) / max(next_req, 1), 0.5)
-            want = max(1, math.ceil((cfg.target - len(machine)) / per_request))
-            end = min(round_start + b.requests_per_round, max_requests, next_req + want)
-            slots = list(range(next_req, end))
-            shown = [shown_instructions(ctx, i, seeds, snapshot) for i in slots]
-            requests = [build_request(ctx, i, prompt) for i, prompt in zip(slots, shown, strict=True)]
-            responses = await ctx.engine.run(requests, stage=STAGE)
-            # Apply in request order; write the whole batch at once: records first, then the log
-            # lines that commit them (a crash in between leaves records that _recover discards).
-            new_acc, new_rej, failed, log = [], [], [], []
-            for i, req, resp, prompt in zip(slots, requests, responses, shown, strict=True):
-                if len(machine) >= cfg.target:
-                    break
-                acc, rej = _apply(ctx, i, prompt, resp, index, len(machine))
-                if not resp.ok:
-                    failed.append(failure_record(STAGE, i, req, resp))
-                log.append(
-                    {
-                        "request": i,
-                        "finish_reason": resp.finish_reason,
-                        "accepted": len(acc),
-                        "rejected": len(rej),
-                        "prompt_tokens": resp.prompt_tokens,
-                        "completion_tokens": resp.completion_tokens,
-                        "error": resp.error,
-                        "text": resp.text,
-                    }
-                )
-                new_acc += acc
-                new_rej += rej
-                machine.extend(r["instruction"] for r in acc)
-                next_req = i + 1
-            _record_similar(index, new_acc, b.record_similar)
-            f.instructions.append(new_acc)
-            f.rejected.append(new_rej)
-            f.failures.append(failed)
-            f.bootstrap_log.append(log)
-            accepted.extend(new_acc)
-            n_rejected += len(new_rej)
-            bar.update(min(len(new_acc), cfg.target - bar.n))
-            bar.set_postfix(live_stats(ctx.engine, STAGE, rejected=n_rejected, requests=next_req))
+            response = await pipe.take()
+            request, shown = sent.popleft()
+            i = next_apply
+            acc, rej = _apply(ctx, i, shown, response, index, len(machine))
+            failed = [] if response.ok else [failure_record(STAGE, i, request, response)]
+            log = {
+                "request": i,
+                "finish_reason": response.finish_reason,
+                "accepted": len(acc),
+                "rejected": len(rej),
+                "prompt_tokens": response.prompt_tokens,
+                "completion_tokens": response.completion_tokens,
+                "error": response.error,
+                "text": response.text,
+            }
+            writer.put(acc, rej, failed, log)
+            machine.extend(r["instruction"] for r in acc)
+            made_by.extend(i for _ in acc)
+            recent.append(len(acc))
+            n_rejected += len(rej)
+            next_apply = i + 1
+            bar.update(min(len(acc), cfg.target - bar.n))
+            bar.set_postfix(live_stats(ctx.engine, STAGE, rejected=n_rejected, requests=next_apply))
+        ok = True
     finally:
+        wasted = await pipe.close(cancel=not ok)
+        writer.close()
         bar.close()
-    return BootstrapResult(len(machine), n_rejected, next_req, stopped)
+    return BootstrapResult(len(machine), n_rejected, next_apply, stopped, wasted)
 
 
 def _apply(ctx: StageContext, i: int, shown: list[str], resp, index: NoveltyIndex, n_machine: int):
@@ -220,7 +305,7 @@ def _apply(ctx: StageContext, i: int, shown: list[str], resp, index: NoveltyInde
                 "id": f"machine_{n_machine + len(accepted)}",
                 "instruction": text,
                 "request": i,
-                "_entry": entry,  # replaced by most_similar once the round is applied
+                "_entry": entry,  # replaced by most_similar in the writer thread
             }
         )
     return accepted, rejected
@@ -228,7 +313,7 @@ def _apply(ctx: StageContext, i: int, shown: list[str], resp, index: NoveltyInde
 
 def _record_similar(index: NoveltyIndex, records: list[dict], k: int) -> None:
     """Give each accepted record its k most similar pool entries as they were when it was accepted
-    (seeds and earlier acceptances, those of the same round included), in one pass for the round."""
+    (seeds and every earlier acceptance), in one pass for all the records given."""
     entries = [r.pop("_entry") for r in records]
     tops = index.top_k_before(entries, k) if k > 0 else [[] for _ in entries]
     for record, top in zip(records, tops, strict=True):

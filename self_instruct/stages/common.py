@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -70,58 +71,90 @@ def live_stats(engine: Engine | None, stage: str, **extra) -> dict:
 async def answered(
     ctx: StageContext, stage: str, todo: list[dict], build: Callable[[dict], Request], *, done: int, unit: str
 ) -> AsyncIterator[list[tuple[dict, Response]]]:
-    """Send one request per record of ``todo`` through the engine, in batches that keep it busy.
+    """Send one request per record of ``todo`` through the engine and yield the answers in ``todo``
+    order, in chunks, for the stage to write.
 
-    After each batch, the failed requests are written to failures.jsonl (the records stay undone, so
-    running the stage again retries them) and the (record, response) pairs that succeeded are
-    yielded, in ``todo`` order, for the stage to write. A progress bar counts them.
+    Requests stream through a pipe that keeps up to four times the concurrency in flight, so one
+    slow answer holds back only the writing of those after it, never the sending. A chunk is yielded
+    whenever the answers ready in order run out (or reach the concurrency). Before each chunk, the
+    failed requests are written to failures.jsonl (their records stay undone, so running the stage
+    again retries them); the chunk holds the (record, response) pairs that succeeded. The Batch API
+    sends everything as one batch instead. A progress bar counts the answers.
     """
     assert ctx.engine is not None
     bar = progress(ctx.cfg, total=done + len(todo), initial=done, desc=stage, unit=unit)
+    engine = ctx.engine
 
-    def tick(i: int, response: Response) -> None:
+    def tick(response: Response) -> None:
         bar.update()
-        bar.set_postfix(live_stats(ctx.engine, stage), refresh=False)
+        bar.set_postfix(live_stats(engine, stage), refresh=False)
 
-    batch_api = ctx.cfg.llm.batch_api
-    # The Batch API takes up to 50,000 requests in one batch; live requests go in batches that keep
-    # the engine busy while results are written regularly.
-    size = 50_000 if batch_api else max(16, 4 * ctx.engine.concurrency)
+    def chunk(pairs: list[tuple[dict, Request, Response]]) -> list[tuple[dict, Response]]:
+        ctx.files.failures.append(
+            [failure_record(stage, rec["id"], req, resp) for rec, req, resp in pairs if not resp.ok]
+        )
+        return [(rec, resp) for rec, _, resp in pairs if resp.ok]
+
+    try:
+        if ctx.cfg.llm.batch_api:
+            async for pairs in _batch_api(ctx, stage, todo, build, bar):
+                yield chunk(pairs)
+            return
+        pipe = engine.pipe(stage, on_result=tick)
+        ahead = 4 * engine.concurrency
+        waiting: deque[tuple[dict, Request]] = deque()
+        pending = iter(todo)
+        ready: list[tuple[dict, Request, Response]] = []
+        finished = False
+        try:
+            while True:
+                while pipe.in_flight < ahead and (rec := next(pending, None)) is not None:
+                    req = build(rec)
+                    pipe.send(req)
+                    waiting.append((rec, req))
+                if not pipe.in_flight:
+                    break
+                response = await pipe.take()
+                ready.append((*waiting.popleft(), response))
+                if len(ready) >= engine.concurrency or not pipe.head_ready():
+                    yield chunk(ready)
+                    ready = []
+            if ready:
+                yield chunk(ready)
+            finished = True
+        finally:
+            await pipe.close(cancel=not finished)
+    finally:
+        bar.close()
+
+
+async def _batch_api(
+    ctx: StageContext, stage: str, todo: list[dict], build: Callable[[dict], Request], bar: tqdm
+) -> AsyncIterator[list[tuple[dict, Request, Response]]]:
+    """The OpenAI Batch API: up to 50,000 requests per batch, polled until done."""
+    assert ctx.engine is not None
     state = ctx.files.root / f"batch_{stage}.json"
-
-    applied = done  # what the bar showed before the batch being polled
+    applied = bar.n  # what the bar showed before the batch being polled
 
     def polled(done_now: int, total: int, status: str) -> None:
         bar.n = applied + done_now
         bar.set_postfix(batch=status, of=total, refresh=True)
 
-    try:
-        for start in range(0, len(todo), size):
-            batch = todo[start : start + size]
-            requests = [build(r) for r in batch]
-            if batch_api:
-                responses = await ctx.engine.run_batch_api(
-                    requests,
-                    stage=stage,
-                    keys=[r["id"] for r in batch],
-                    state_path=state,
-                    poll_seconds=ctx.cfg.llm.batch_poll_seconds,
-                    on_progress=polled,
-                )
-            else:
-                responses = await ctx.engine.run(requests, stage=stage, on_result=tick)
-            applied += len(batch)
-            failed = [
-                failure_record(stage, rec["id"], req, resp)
-                for rec, req, resp in zip(batch, requests, responses, strict=True)
-                if not resp.ok
-            ]
-            ctx.files.failures.append(failed)
-            yield [(rec, resp) for rec, resp in zip(batch, responses, strict=True) if resp.ok]
-            # The stage has written this batch's results: a restart must not poll it again.
-            state.unlink(missing_ok=True)
-    finally:
-        bar.close()
+    for start in range(0, len(todo), 50_000):
+        batch = todo[start : start + 50_000]
+        requests = [build(r) for r in batch]
+        responses = await ctx.engine.run_batch_api(
+            requests,
+            stage=stage,
+            keys=[r["id"] for r in batch],
+            state_path=state,
+            poll_seconds=ctx.cfg.llm.batch_poll_seconds,
+            on_progress=polled,
+        )
+        applied += len(batch)
+        yield list(zip(batch, requests, responses, strict=True))
+        # The stage has written this batch's results: a restart must not poll it again.
+        state.unlink(missing_ok=True)
 
 
 def drop_uncommitted(store: JsonlStore, stage: str, key: str, committed: set) -> list[dict]:
