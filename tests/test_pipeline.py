@@ -107,14 +107,70 @@ def test_raising_the_target_continues_the_run(tmp_path):
     assert len({r["instruction"] for r in accepted}) == 12
 
 
-@pytest.mark.parametrize("api", ["completions", "chat"])
-def test_same_output_whatever_the_concurrency_and_arrival_order(tmp_path, api):
-    a = make_cfg(tmp_path, run_name="a", **{"llm.concurrency": "1"})
-    b = make_cfg(tmp_path, run_name="b", **{"llm.concurrency": "16"})
-    run(a, backend=ScriptedBackend(api))
-    run(b, backend=ScriptedBackend(api, jitter=0.01))
-    for name in ("machine_instructions.jsonl", "classifications.jsonl", "instances.jsonl", "dataset.jsonl"):
-        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+@pytest.mark.parametrize(("api", "window"), [("completions", "64"), ("chat", "64"), ("completions", "3")])
+def test_same_output_whatever_the_concurrency_and_arrival_order(tmp_path, api, window):
+    names = ("machine_instructions.jsonl", "classifications.jsonl", "instances.jsonl", "dataset.jsonl")
+    outputs = []
+    for concurrency, jitter in (("1", 0.0), ("16", 0.01), ("64", 0.02)):
+        over = {"llm.concurrency": concurrency, "bootstrap.window": window}
+        summary = run(
+            make_cfg(tmp_path, run_name=concurrency, target=40, **over),
+            backend=ScriptedBackend(api, jitter=jitter),
+        )
+        outputs.append({n: (summary.run_dir / n).read_bytes() for n in names})
+        # Which requests are sent depends only on the answers applied: so does the waste.
+        outputs[-1]["wasted"] = summary.manifest["sessions"][-1]["wasted_requests"]
+    assert outputs[0] == outputs[1] == outputs[2]
+
+
+@pytest.mark.parametrize("window", [1, 4, 12])
+def test_request_i_sees_the_pool_after_requests_up_to_i_minus_window(tmp_path, window):
+    from self_instruct.prompts import render_bootstrap
+    from self_instruct.stages.bootstrap import shown_instructions
+    from self_instruct.stages.common import StageContext
+    from self_instruct.store import RunFiles
+    from self_instruct.tasks import load_tasks
+
+    cfg = make_cfg(tmp_path, target=60, **{"bootstrap.window": str(window), "llm.concurrency": "8"})
+    backend = ScriptedBackend(jitter=0.01)
+    run(cfg, ("bootstrap",), backend=backend)
+    seeds = [t.instruction for t in load_tasks(SEEDS)]
+    accepted = lines(cfg.run_dir / "machine_instructions.jsonl")
+    sent = {r.seed: r.prompt for r in backend.calls}  # each request's seed is (seed, i)
+    n = len(lines(cfg.run_dir / "bootstrap_requests.jsonl"))
+    assert n > window  # later requests do see machine instructions
+    ctx = StageContext(cfg, None, RunFiles(cfg.run_dir))
+    shows_machine = 0
+    for i in range(n):
+        pool = [r["instruction"] for r in accepted if r["request"] <= i - window]
+        shown = shown_instructions(ctx, i, seeds, pool)
+        assert sent[cfg.seed * 1_000_003 + i] == render_bootstrap(shown), i
+        shows_machine += any(s not in seeds for s in shown)
+    assert shows_machine >= n - window - 1
+
+
+def test_in_flight_follows_the_recent_yield():
+    from collections import deque
+
+    from self_instruct.stages.bootstrap import in_flight_wanted
+
+    assert in_flight_wanted(2000, deque(), 64, 7) == 64  # far from the target: the whole window
+    assert in_flight_wanted(10, deque(), 64, 7) == 2  # before any answer: each may bring 7
+    assert in_flight_wanted(10, deque([2, 2, 2, 2]), 64, 7) == 7  # 1.25 x 10 / 2
+    assert in_flight_wanted(10, deque([0, 0]), 64, 7) == 64  # nothing accepted lately: no estimate
+    assert in_flight_wanted(1, deque([5, 5]), 64, 7) == 1
+
+
+def test_window_is_recorded_and_a_run_directory_refuses_another(tmp_path):
+    from self_instruct.errors import UserError
+
+    summary = run(
+        make_cfg(tmp_path, target=8, **{"bootstrap.window": "4"}), ("bootstrap",), backend=ScriptedBackend()
+    )
+    assert summary.manifest["config"]["bootstrap"]["window"] == 4
+    assert summary.manifest["provenance"]["bootstrap.window"] == 4
+    with pytest.raises(UserError, match=r"setting 'bootstrap.window' is 4 in this run directory and 64 now"):
+        run(make_cfg(tmp_path, target=12), ("bootstrap",), backend=ScriptedBackend())
 
 
 def test_half_applied_request_is_redone_not_duplicated(tmp_path):

@@ -380,7 +380,6 @@ class Pipe:
         self.engine, self.stage, self.on_result = engine, stage, on_result
         self.stats = engine.stats.setdefault(stage, Counter())
         self._tasks: deque[asyncio.Task[Response]] = deque()
-        self._fatal = asyncio.Event()
         self._fatal_error: BaseException | None = None
 
     @property
@@ -408,27 +407,24 @@ class Pipe:
         elif self._fatal_error is None:
             # Like a TaskGroup: stop every other request now, before any of them tries again.
             self._fatal_error = error
-            self._fatal.set()
             for other in self._tasks:
                 other.cancel()
 
     async def take(self) -> Response:
-        """The answer to the oldest request in flight."""
+        """The answer to the oldest request in flight. A FatalError in any request in flight cancels
+        them all (``_done``), so this raises it without waiting for the oldest to be answered."""
         head = self._tasks[0]
         t0 = time.perf_counter()
         try:
-            if not head.done():
-                fatal = asyncio.ensure_future(self._fatal.wait())
-                try:
-                    await asyncio.wait({head, fatal}, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    fatal.cancel()
+            response = await head
+        except asyncio.CancelledError:
             if self._fatal_error is not None:
-                raise self._fatal_error
-            self._tasks.popleft()
-            return head.result()
+                raise self._fatal_error from None
+            raise
         finally:
             self.stats["seconds_waiting"] += time.perf_counter() - t0
+        self._tasks.popleft()
+        return response
 
     async def close(self, *, cancel: bool = False) -> int:
         """End the pipe; returns how many requests were sent and never taken (wasted). They are left
