@@ -160,7 +160,8 @@ def served(runs, tmp_path_factory):
         url = viewer.wait_ready()
         yield url, before
     finally:
-        assert viewer.stop() == 0, viewer.log.read_text()
+        status = viewer.stop()
+    assert status == 0, viewer.log.read_text()
 
 
 def get(url: str, path: str, **params) -> dict | list:
@@ -317,6 +318,13 @@ def test_no_serve_builds_once_and_rebuilds_when_a_run_changes(runs, tmp_path):
     assert "(built;" in view()
     assert failures_in_db() == n + 1
     assert sorted(p.name for p in db.parent.iterdir()) == ["a.db", "a.metadata.json"]
+
+
+def test_the_default_database_lies_in_the_cache_named_after_the_run(runs, tmp_path):
+    proc = cli("view", str(runs["b"]), "--no-serve", cwd=tmp_path, env={"XDG_CACHE_HOME": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr
+    (db,) = (tmp_path / "self-instruct" / "view").glob("*/b.db")
+    assert str(db) in proc.stdout and f"datasette {db} -m" in proc.stdout
 
 
 def test_stopping_the_viewer_stops_datasette(runs, tmp_path):

@@ -8,6 +8,7 @@ renamed into place, so a reader never sees half a database. Run directories are 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -20,8 +21,6 @@ from ..manifest import read_manifest
 from ..store import RunFiles, read_jsonl
 from .metadata import FTS, INDEXES, primary_key, schema
 
-# Raise it whenever the tables change, so an older database is rebuilt rather than served.
-SCHEMA = 1
 # The files a database is built from: a change to any of them makes it stale.
 RUN_FILES = (
     "manifest.json",
@@ -97,9 +96,16 @@ def _find_report(root: Path) -> Path | None:
     return found[0] if found else None
 
 
+def _code_hash() -> str:
+    """The code that shapes the tables: a database built by other code is rebuilt, never served."""
+    here = Path(__file__).parent
+    code = b"".join((here / name).read_bytes() for name in ("database.py", "metadata.py"))
+    return hashlib.sha256(code).hexdigest()[:16]
+
+
 def fingerprint(runs: list[Run]) -> str:
-    """What the database is built from: each run's files by size and modification time."""
-    state = {"schema": SCHEMA, "runs": []}
+    """What the database is built from: each run's files by size and modification time, and the code."""
+    state = {"code": _code_hash(), "runs": []}
     for run in runs:
         files = {}
         for name in RUN_FILES:
@@ -210,27 +216,18 @@ REJECTED_KEYS = ("stage", "reason", "id", "request", "instruction", "input", "ou
 
 
 def rejected_rows(run: Run) -> Iterator[dict]:
-    """Every rejection; ``item`` is what was rejected (an instruction, an answer part, an instance)."""
+    """Every rejection: an instruction, a part of an answer, an instance, or a task without instances."""
     for r in run.files.rejected.read():
         near = r.get("most_similar") or {}
         rest = {k: v for k, v in r.items() if k not in (*REJECTED_KEYS, "most_similar", "run")}
         yield {
             "run": run.label,
             **{k: r.get(k) for k in REJECTED_KEYS},
-            "item": _rejected_item(r),
             "blocked_by": near.get("instruction"),
             "score": near.get("score"),
             "source_run": r.get("run"),  # a merged batch: the run the dropped task came from
             "detail": _json(rest) if rest else None,
         }
-
-
-def _rejected_item(r: dict) -> str:
-    if r.get("text") is not None:
-        return r["text"]
-    if "input" in r or "output" in r:
-        return f"Input: {r.get('input', '')}\nOutput: {r.get('output', '')}"
-    return r.get("instruction") or ""
 
 
 def failure_rows(run: Run) -> Iterator[dict]:

@@ -104,16 +104,15 @@ TABLES: dict[str, tuple[str, list[str] | None, list[str], list[tuple]]] = {
             RUN,
             ("stage", TEXT, "bootstrap, classify, instances, dataset, or merge"),
             ("reason", TEXT, "why it was dropped (too_similar, keyword:draw, duplicate_instance, ...)"),
-            ("id", TEXT, "the instruction's id (classify, instances, dataset)"),
-            ("request", INT, "the bootstrap request whose answer held it"),
             ("instruction", TEXT, "the rejected instruction, or the instruction a rejected part belongs to"),
-            ("input", TEXT, "a rejected instance's input"),
-            ("output", TEXT, "a rejected instance's output"),
-            ("text", TEXT, "a rejected part of an answer, or an unusable classification answer"),
-            ("attempt", INT, "classify: which answer for this instruction it was"),
-            ("item", TEXT, "what was rejected, in one field: the text, the instance, or the instruction"),
             ("blocked_by", TEXT, "too_similar: the pool entry it was too close to"),
             ("score", FLOAT, "too_similar: ROUGE-L F-measure against that entry (above the threshold)"),
+            ("text", TEXT, "a rejected part of an answer, or an unusable classification answer"),
+            ("input", TEXT, "a rejected instance's input"),
+            ("output", TEXT, "a rejected instance's output"),
+            ("id", TEXT, "the instruction's id (classify, instances, dataset)"),
+            ("request", INT, "the bootstrap request whose answer held it"),
+            ("attempt", INT, "classify: which answer for this instruction it was"),
             ("source_run", TEXT, "merge: the run the dropped task came from"),
             ("detail", TEXT, "any other field of the record (JSON)"),
         ],
@@ -165,6 +164,16 @@ INDEXES = [
     ("responses", ["run", "stage", "key"]),
 ]
 
+
+def _item(t: str) -> str:
+    """SQL for what a rejected row dropped, in one field: the text, the instance, or the instruction."""
+    instance = f"'Input: ' || coalesce({t}.input, '') || char(10) || 'Output: ' || coalesce({t}.output, '')"
+    return (
+        f"coalesce({t}.text, case when {t}.input is not null or {t}.output is not null then {instance} end, "
+        f"{t}.instruction)"
+    )
+
+
 # Every query takes an optional :run (empty: all runs).
 QUERIES = {
     "rejections_by_reason": (
@@ -173,7 +182,7 @@ QUERIES = {
         """
 select r.run, r.stage, r.reason, count(*) as rejected,
   (select group_concat(substr(e.item, 1, 200), char(10) || '---' || char(10))
-     from (select item from rejected e
+     from (select {item_e} as item from rejected e
            where e.run = r.run and e.stage = r.stage and e.reason = r.reason limit 3) e) as examples
 from rejected r
 where :run = '' or r.run = :run
@@ -203,7 +212,7 @@ select i.run, i.id, i.instruction, i.is_classification,
        when i.is_classification is null then 'not classified'
        else 'no instance answer yet' end as status,
   a.method, a.finish_reason, a.text as raw_answer,
-  (select group_concat(x.reason || ': ' || substr(x.item, 1, 200), char(10)) from rejected x
+  (select group_concat(x.reason || ': ' || substr({item_x}, 1, 200), char(10)) from rejected x
      where x.run = i.run and x.stage in ('instances', 'classify') and x.id = i.id) as rejected_parts,
   (select group_concat(f.error, char(10)) from failures f
      where f.run = i.run and f.key = i.id) as failed_requests
@@ -252,6 +261,10 @@ order by r.run
 }
 
 
+def _sql(text: str) -> str:
+    return text.strip().format(item_e=_item("e"), item_x=_item("x"))
+
+
 def schema(table: str) -> dict[str, type]:
     return {name: typ for name, typ, _ in TABLES[table][3]}
 
@@ -283,7 +296,7 @@ def metadata(database: str, labels: list[str], reports: dict[str, str]) -> dict:
     }
     tables["_meta"] = {"hidden": True}
     queries = {
-        name: {"title": title, "description": description, "sql": sql.strip()}
+        name: {"title": title, "description": description, "sql": _sql(sql)}
         for name, (title, description, sql) in QUERIES.items()
     }
     home = _home_html(labels, reports)

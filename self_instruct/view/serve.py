@@ -32,11 +32,14 @@ READY_SECONDS = 60.0
 
 
 def default_db_path(runs: list[Run]) -> Path:
-    """Outside every run directory (viewing never writes there): the user's cache folder."""
+    """Outside every run directory (viewing never writes there): a folder of the user's cache per set
+    of runs, the file named after the run (Datasette names the database after the file)."""
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     key = hashlib.sha256("\n".join(str(r.root) for r in runs).encode()).hexdigest()[:12]
-    name = "".join(c if c.isalnum() or c in "-_" else "-" for c in runs[0].label)[:40]
-    return cache / "self-instruct" / "view" / f"{name}-{key}.db"
+    name = (
+        "".join(c if c.isalnum() or c in "-_" else "-" for c in runs[0].label) if len(runs) == 1 else "runs"
+    )
+    return cache / "self-instruct" / "view" / key / f"{name}.db"
 
 
 def check_db_path(db_path: Path, runs: list[Run]) -> Path:
