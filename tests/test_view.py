@@ -353,6 +353,10 @@ def test_bad_input_fails_in_one_line(runs, tmp_path):
     (tmp_path / "file").write_text("")
     proc = cli("view", str(runs["b"]), "--db", str(tmp_path / "file" / "x.db"), "--no-serve", cwd=tmp_path)
     assert_one_line_error(proc, "cannot write the database")
+    (tmp_path / "notes.db").write_text("not a database\n")
+    proc = cli("view", str(runs["b"]), "--db", str(tmp_path / "notes.db"), "--no-serve", cwd=tmp_path)
+    assert_one_line_error(proc, "notes.db: exists and is not a database written by self-instruct view")
+    assert (tmp_path / "notes.db").read_text() == "not a database\n"
     proc = cli("view", str(runs["b"]), "--db", str(runs["b"] / "view.db"), "--no-serve", cwd=tmp_path)
     assert_one_line_error(proc, "inside the run directory")
     with socket.socket() as busy:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -281,26 +282,30 @@ ROWS: dict[str, Callable[[Run], Iterator[dict]]] = {
 # ---------------------------------------------------------------------------------------- build
 
 
-def database_is_current(db_path: Path, state: str) -> bool:
+def built_fingerprint(db_path: Path) -> str | None:
+    """The fingerprint a database was built with; None when there is no file. A file that is not a
+    database of ours is refused rather than replaced (a mistyped --db must not cost a file)."""
     import sqlite_utils
 
-    if not db_path.is_file():
-        return False
+    if not db_path.exists() or db_path.is_dir():
+        return None
     try:
         db = sqlite_utils.Database(db_path)
         try:
-            rows = {r["key"]: r["value"] for r in db["_meta"].rows} if "_meta" in db.table_names() else {}
+            meta = {r["key"]: r["value"] for r in db["_meta"].rows} if db["_meta"].exists() else {}
         finally:
             db.close()
-    except Exception:  # any unreadable file is rebuilt
-        return False
-    return rows.get("fingerprint") == state
+    except sqlite3.DatabaseError:
+        meta = {}
+    if "fingerprint" not in meta:
+        raise UserError(f"{db_path}: exists and is not a database written by self-instruct view")
+    return meta["fingerprint"]
 
 
 def build_database(runs: list[Run], db_path: Path) -> bool:
     """Write the database unless it is current; True when it was (re)built."""
     state = fingerprint(runs)
-    if database_is_current(db_path, state):
+    if built_fingerprint(db_path) == state:
         return False
     tmp = db_path.with_name(db_path.name + ".tmp")
     _writable(db_path, tmp)
@@ -314,13 +319,13 @@ def build_database(runs: list[Run], db_path: Path) -> bool:
 
 def _writable(db_path: Path, tmp: Path) -> None:
     if db_path.is_dir():
-        raise UserError(f"--db {db_path}: is a directory")
+        raise UserError(f"{db_path}: cannot write the database (it is a directory)")
     try:
         db_path.parent.mkdir(parents=True, exist_ok=True)
         tmp.unlink(missing_ok=True)
         tmp.touch()
     except OSError as e:
-        raise UserError(f"--db {db_path}: cannot write the database ({e.strerror or e})") from None
+        raise UserError(f"{db_path}: cannot write the database ({e.strerror or e})") from None
 
 
 def _fill(runs: list[Run], path: Path, state: str) -> None:
