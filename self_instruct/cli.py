@@ -169,6 +169,37 @@ def run_analyze(args: dict) -> None:
     return stats
 
 
+def add_view_parser(sub) -> None:
+    p = sub.add_parser(
+        "view",
+        help="browse run directories in Datasette: search, facets, every reject with its reason",
+        description="Build a SQLite database of one or more run directories (rebuilt when a run changed) "
+        "and serve it with Datasette on 127.0.0.1. Run directories are only read.",
+    )
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (merged batch ones too)")
+    p.add_argument("--port", type=int, default=8001, help="port on 127.0.0.1 (0: a free one; default 8001)")
+    p.add_argument(
+        "--db", metavar="FILE", help="the database to write (default: a file in ~/.cache/self-instruct/view)"
+    )
+    p.add_argument("--no-serve", dest="serve", action="store_false", help="only write the database")
+
+
+def run_view(args: dict) -> int:
+    from .errors import require_extra
+
+    require_extra("view", ("datasette", "sqlite_utils"), "self-instruct view")
+    from . import view
+
+    port = view.check_port(args["port"]) if args["serve"] else 0  # before a long build
+    prepared = view.prepare(args["run_dirs"], args["db"])
+    state = "built" if prepared.built else "up to date"
+    print(f"database: {prepared.db} ({state}; metadata: {view.metadata_path(prepared.db)})", flush=True)
+    if not args["serve"]:
+        print(f"serve it with: {view.serve_command(prepared)}")
+        return 0
+    return view.serve(prepared, port, lambda url: print(f"serving at {url}  (Ctrl-C stops)", flush=True))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="self-instruct", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -228,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("plan", metavar="PLAN.toml")
     add_analyze_parser(sub)
+    add_view_parser(sub)
     return parser
 
 
@@ -308,6 +340,8 @@ def main(argv: list[str] | None = None) -> int:
             run_analyze(args)
         elif command == "batch":
             run_batch_plan(args)
+        elif command == "view":
+            return run_view(args)
         else:
             run_generate(command, args)
     except UserError as e:
