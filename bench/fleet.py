@@ -78,9 +78,9 @@ def generate(code: Path, out: Path, name: str, base_url: str, args, extra: list[
     cmd += ["--seed-file", str(ROOT / "seeds" / "seed_tasks.jsonl"), "--output-dir", str(out)]
     cmd += ["--run-name", name, "--target", str(args.target), "--concurrency", str(args.concurrency)]
     cmd += ["--no-cache", "--no-progress", "--llm-structured", "off", *extra]
-    env = {**os.environ, "PYTHONPATH": str(code)}
+    env = {**os.environ, "PYTHONPATH": str(code)}  # and a working directory without a package in it
     start = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    proc = subprocess.run(cmd, env=env, cwd=out, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"{name}: generate failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")

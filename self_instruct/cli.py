@@ -66,8 +66,8 @@ SETTING_HELP = {
     "instances.max_tokens_input_first": "answer length for input-first instances (the reference: 350)",
     "instances.max_tokens_output_first": "answer length for output-first instances (the reference: 300)",
     "bootstrap.window": "requests in flight at most: request i's prompt sees the pool after requests "
-    "0..i-window; fixed, so output is the same at any concurrency; at least 2x llm.concurrency keeps "
-    "a fleet busy",
+    "0..i-window; fixed, so output is the same at any concurrency; about 8x llm.concurrency keeps a "
+    "fleet with slow stragglers busy, a smaller one follows the growing pool more closely",
 }
 
 

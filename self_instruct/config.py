@@ -58,8 +58,8 @@ class BootstrapConfig:
     num_machine_instructions: int = 2  # of the 8, once the pool has that many machine instructions
     max_new_per_request: int = 7  # stop at item 16: 8 shown + 7 new
     # Request i's prompt sees the pool after requests 0..i-window were applied, and goes out as soon as
-    # they are; fixed (not the concurrency), so output is the same at any concurrency
-    window: int = 64
+    # they are; fixed (not the concurrency), so output is the same at any concurrency (README: fleets)
+    window: int = 512
     max_requests: int = 0  # give up after this many requests; 0: 20 x target + 50
     temperature: float = 0.7
     top_p: float = 0.5

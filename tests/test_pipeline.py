@@ -156,7 +156,7 @@ def test_in_flight_follows_the_recent_yield():
 
     assert in_flight_wanted(2000, deque(), 64, 7) == 64  # far from the target: the whole window
     assert in_flight_wanted(10, deque(), 64, 7) == 2  # before any answer: each may bring 7
-    assert in_flight_wanted(10, deque([2, 2, 2, 2]), 64, 7) == 7  # 1.25 x 10 / 2
+    assert in_flight_wanted(10, deque([2, 2, 2, 2]), 64, 7) == 5  # 10 more at 2 a request
     assert in_flight_wanted(10, deque([0, 0]), 64, 7) == 64  # nothing accepted lately: no estimate
     assert in_flight_wanted(1, deque([5, 5]), 64, 7) == 1
 
@@ -169,7 +169,7 @@ def test_window_is_recorded_and_a_run_directory_refuses_another(tmp_path):
     )
     assert summary.manifest["config"]["bootstrap"]["window"] == 4
     assert summary.manifest["provenance"]["bootstrap.window"] == 4
-    with pytest.raises(UserError, match=r"setting 'bootstrap.window' is 4 in this run directory and 64 now"):
+    with pytest.raises(UserError, match=r"setting 'bootstrap.window' is 4 in this run directory and 512 now"):
         run(make_cfg(tmp_path, target=12), ("bootstrap",), backend=ScriptedBackend())
 
 

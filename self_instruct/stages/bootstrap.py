@@ -42,6 +42,7 @@ from ..tasks import Task
 from .common import StageContext, drop_uncommitted, failure_record, live_stats, progress
 
 STAGE = "bootstrap"
+RECENT = 128  # requests the recent yield is measured over
 
 
 @dataclass
@@ -126,12 +127,13 @@ class _Prefix(Sequence[str]):
 
 def in_flight_wanted(remaining: int, recent: deque[int], window: int, best: int) -> int:
     """How many requests to keep in flight: the window, until the recent yield says fewer will reach
-    the target (a quarter more than expected, so a short answer rarely costs another round trip).
-    Before any answer, each request is assumed to bring its ``best`` (a small run starts small)."""
+    the target. (Sending more than that near the end wastes requests and, measured with bench/fleet.py,
+    saves no time: the run ends with its slowest answers either way.) Before any answer, each request
+    is assumed to bring its ``best``, so a small run starts small."""
     if recent and sum(recent) == 0:
         return window
     per_request = sum(recent) / len(recent) if recent else best
-    return max(1, min(window, math.ceil(1.25 * remaining / per_request)))
+    return max(1, min(window, math.ceil(remaining / per_request)))
 
 
 class _Writer:
@@ -201,7 +203,7 @@ async def run_bootstrap(ctx: StageContext, seed_tasks: list[Task]) -> BootstrapR
     next_apply = max(applied) + 1 if applied else 0
     next_send = next_apply
     sent: deque[tuple[Request, list[str]]] = deque()  # in flight: each request and its shown tasks
-    recent: deque[int] = deque(maxlen=max(b.window, 16))  # accepted per applied request
+    recent: deque[int] = deque(maxlen=RECENT)  # accepted per applied request, lately
     stopped = "target"
     bar = progress(cfg, total=cfg.target, initial=min(len(machine), cfg.target), desc=STAGE, unit="instr")
     pipe = ctx.engine.pipe(STAGE)
