@@ -25,8 +25,8 @@ def analyze_one(
     sample: int,
     seed: int,
     progress: bool,
-) -> tuple[dict, dict]:
-    """The statistics of one input, and the raw values its histograms are drawn from."""
+) -> tuple[dict, dict[str, list[int]]]:
+    """The statistics of one input, and the word counts its length histograms are drawn from."""
     from .verbnoun import extract_pairs, summarize
 
     tasks = loaded.tasks
@@ -50,7 +50,6 @@ def analyze_one(
         "pairwise_rouge_l": st.pairwise_rouge(instructions, sample, seed),
     }
 
-    raw = {"lengths": st.lengths(tasks), "seed_rouge": None}
     seed_file = seeds or (loaded.run.seed_file if loaded.run else None)
     out["seed_rouge_l"] = None
     if seed_file is None:
@@ -62,7 +61,6 @@ def analyze_one(
             seed_cache[seed_file] = load_seed_instructions(seed_file)
         seed_texts = seed_cache[seed_file]
         scores = st.seed_similarity(instructions, seed_texts)
-        raw["seed_rouge"] = scores
         s = st.summary(scores)
         out["seed_rouge_l"] = {
             "seed_file": seed_file,
@@ -90,7 +88,7 @@ def analyze_one(
             notes.append("The run directory has no manifest.json: no tokens, cost or time.")
     out["judge"] = None
     out["notes"] = notes
-    return out, raw
+    return out, st.lengths(tasks)
 
 
 def _classification(fit: dict | None, margins: list[float]) -> dict | None:

@@ -82,25 +82,24 @@ def analyze(
     # Read the seed file before the long part: a bad one fails at once.
     seed_cache = {seeds: load_seed_instructions(seeds)} if seeds is not None else {}
     labels = _labels(loaded)
-    inputs, raw = [], []
+    inputs: list[dict] = []
+    lengths: list[dict[str, list[int]]] = []  # word counts, by kind
     for item, label in zip(loaded, labels, strict=True):
         _say(progress, f"analysing {item.path}: {len(item.tasks)} instructions")
-        s, r = analyze_one(
+        s, words = analyze_one(
             item, label, seeds=seeds, seed_cache=seed_cache, sample=sample, seed=seed, progress=progress
         )
         inputs.append(s)
-        raw.append(r)
+        lengths.append(words)
     if judge_engine is not None and judge_k > 0:
         asyncio.run(_judge_all(judge_engine, loaded, inputs, judge_k, seed, progress, close_judge))
     # Shared bins, so that the inputs' histograms overlay.
     length_edges = {
-        kind: st.length_edges([r["lengths"][kind] for r in raw])
+        kind: st.length_edges([words[kind] for words in lengths])
         for kind in ("instruction", "input", "output")
     }
-    for s, r in zip(inputs, raw, strict=True):
-        s["length_histograms"] = {
-            kind: st.histogram(r["lengths"][kind], e) for kind, e in length_edges.items()
-        }
+    for s, words in zip(inputs, lengths, strict=True):
+        s["length_histograms"] = {kind: st.histogram(words[kind], e) for kind, e in length_edges.items()}
     comparison = compare(inputs) if len(inputs) > 1 else None
     settings = {"seeds": seeds, "sample": sample, "seed": seed, "judge_k": judge_k if judge_engine else 0}
     report = build_report(inputs, length_edges, comparison, settings)
