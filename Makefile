@@ -8,7 +8,7 @@ RUN ?= demo
 TARGET ?= 50
 ARGS ?=
 
-.PHONY: generate test test-all lint format clean-venv
+.PHONY: generate test test-all lint typecheck format clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ test-all: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+## typecheck: mypy on the package (settings in pyproject.toml)
+typecheck: $(STAMP)
+	$(BIN)/mypy
 
 format: $(STAMP)
 	$(BIN)/ruff format .

@@ -102,7 +102,7 @@ def load_plan(path: str | Path) -> Plan:
 
 
 def _run_config(plan: Plan, label: str, overrides: dict, where: str) -> config_mod.Config:
-    values = {
+    values: dict[str, object] = {
         k: v if isinstance(v, (str, list)) else str(v).lower() if isinstance(v, bool) else str(v)
         for k, v in overrides.items()
     }
@@ -124,6 +124,7 @@ def merge(plan: Plan, labels: list[str]) -> dict:
         for task in read_jsonl(files.tasks):
             keep, blocker = index.is_novel(task["instruction"])
             if not keep:
+                assert blocker is not None, "a rejected instruction has the entry that blocks it"
                 dropped.append(
                     {
                         "stage": "merge",

@@ -164,9 +164,8 @@ def run_analyze(args: dict) -> None:
         from .pipeline import judge_engine
 
         engine = judge_engine(config_mod.load_config(config_file, args), Path(out))
-    stats = analyze(paths, out, judge_engine=engine, judge_k=judge_k, close_judge=True, **options)
+    analyze(paths, out, judge_engine=engine, judge_k=judge_k, close_judge=True, **options)
     print(f"report: {Path(out) / 'report.html'}  (also report.md, stats.json)")
-    return stats
 
 
 def add_view_parser(sub) -> None:

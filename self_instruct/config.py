@@ -146,7 +146,7 @@ def settings() -> dict[str, tuple[type, object]]:
             sub = SECTIONS[f.name]
             sub_hints = typing.get_type_hints(sub)
             for g in dataclasses.fields(sub):
-                default = g.default_factory() if g.default is dataclasses.MISSING else g.default
+                default = g.default if g.default_factory is dataclasses.MISSING else g.default_factory()
                 out[f"{f.name}.{g.name}"] = (sub_hints[g.name], default)
         else:
             out[f.name] = (hints[f.name], f.default)

@@ -87,15 +87,15 @@ def load_records(run_dirs: list[str], opts: ExportOptions) -> tuple[list[dict], 
         files = _run_files(run_dir)
         manifest = read_manifest(files, strict=True)
         manifests.append(manifest)
-        for task in read_jsonl(files.tasks):
-            for inst in task["instances"]:
+        for row in read_jsonl(files.tasks):
+            for inst in row["instances"]:
                 records.append(
                     {
-                        "instruction": task["instruction"],
+                        "instruction": row["instruction"],
                         "input": inst["input"],
                         "output": inst["output"],
-                        "is_classification": task.get("is_classification"),
-                        "source": f"{Path(run_dir).name}/{task['id']}",
+                        "is_classification": row.get("is_classification"),
+                        "source": f"{Path(run_dir).name}/{row['id']}",
                     }
                 )
         seed_file = manifest.get("seed_file", {}).get("path")
@@ -120,7 +120,9 @@ def load_records(run_dirs: list[str], opts: ExportOptions) -> tuple[list[dict], 
 
 def select(records: list[dict], opts: ExportOptions) -> list[dict]:
     """Exact duplicates dropped and the per-instruction cap applied, order kept."""
-    out, seen, per = [], set(), {}
+    out: list[dict] = []
+    seen: set[tuple[str, str, str]] = set()
+    per: dict[str, int] = {}
     for r in records:
         key = (r["instruction"], r["input"], r["output"])
         if opts.dedupe and key in seen:

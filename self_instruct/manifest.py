@@ -32,7 +32,7 @@ PACKAGES = (
 
 
 def package_versions() -> dict[str, str | None]:
-    out = {}
+    out: dict[str, str | None] = {}
     for name in PACKAGES:
         try:
             out[name] = metadata.version(name)
@@ -66,7 +66,7 @@ def outstanding_failures(files: RunFiles, target: int) -> list[dict]:
         stage, key = r.get("stage"), r.get("key")
         if (stage, key) in seen:
             continue
-        resolved = bootstrap_done if stage == "bootstrap" else key in answered.get(stage, set())
+        resolved = bootstrap_done if stage == "bootstrap" else key in answered.get(str(stage), set())
         if not resolved:
             seen.add((stage, key))
             out.append(r)
@@ -223,7 +223,8 @@ def usage_counts(usage: list[dict], session: str | None = None) -> dict[str, Cou
         c["failures"] += 0 if r.get("ok", True) else 1
         c["prompt_tokens"] += int(r.get("prompt_tokens") or 0)
         c["completion_tokens"] += int(r.get("completion_tokens") or 0)
-        c["cost_usd"] += float(r.get("cost_usd") or 0.0)
+        # A Counter of numbers: the cost is a float, where typeshed types a Counter's values as int.
+        c["cost_usd"] += float(r.get("cost_usd") or 0.0)  # type: ignore[assignment]
         c["finish_length"] += r.get("finish_reason") == "length"
     return {stage: +c for stage, c in out.items()}
 

@@ -180,8 +180,9 @@ class NoveltyIndex:
         seq = "".join(chr(t if t >= 0 else min(unseen + k, self.MAX_VOCAB - 1)) for k, t in enumerate(ids))
         masks = self._masks.view
         qmask = 0
-        singles = []  # posting lists of tokens the query holds once: each entry in them gains 1
-        repeated = []
+        # (token, count); singles: tokens the query holds once, each entry in their posting lists gains 1
+        singles: list[tuple[int, int]] = []
+        repeated: list[tuple[int, int]] = []
         for tid, count in Counter(t for t in ids if t >= 0).items():
             bit = self._bit.get(tid)
             if bit is None:

@@ -55,7 +55,8 @@ def _blank(line: str) -> bool:
 
 def undecorate(line: str) -> str:
     """The line without indentation, heading marks and one list bullet."""
-    return line[_DECOR.match(line).end() :]
+    m = _DECOR.match(line)  # every part of it is optional: it always matches
+    return line[m.end() :] if m else line
 
 
 @dataclass(frozen=True)
@@ -458,12 +459,13 @@ def _input_first_instance(lines: _Lines, s: int, e: int) -> Instance | None:
     i = s
     if _HEADER.match(undecorate(lines.text[s]).strip()):
         i += 1
-    out_at = next(
-        (k for k in range(i, e) if (lab := label(lines.text[k])) and lab.name in OUTPUT_NAMES), None
+    found = next(
+        ((k, lab) for k in range(i, e) if (lab := label(lines.text[k])) and lab.name in OUTPUT_NAMES), None
     )
-    if out_at is None:
+    if found is None:
         return None
-    output = _value_lines(lines, out_at + 1, e, label(lines.text[out_at]).value)
+    out_at, out_label = found
+    output = _value_lines(lines, out_at + 1, e, out_label.value)
     return Instance(_input_text(lines, i, out_at), output)
 
 

@@ -90,7 +90,8 @@ def _elements(text: str, key: str) -> tuple[list, str | None]:
     if not m:
         raise ValueError(f"no '{key}' list")
     decoder = json.JSONDecoder()
-    pos, out = m.end(), []
+    pos = m.end()
+    out: list = []
     while True:
         while pos < len(text) and text[pos] in " \t\r\n,":
             pos += 1
@@ -139,9 +140,9 @@ def parse_list_json(
         out.parts.append(Part(json.dumps(value, ensure_ascii=False), reason, text_))
     if tail is not None and tail.strip():
         # A cut-off instruction reads like a cut-off text item; a cut-off example stays as written.
-        shown = clean_instruction(tail.strip().removeprefix('"')) if kind == "bootstrap" else collapse(tail)
-        out.rejected.append(("truncated", shown))
-        out.parts.append(Part(tail, "truncated", shown))
+        cut = clean_instruction(tail.strip().removeprefix('"')) if kind == "bootstrap" else collapse(tail)
+        out.rejected.append(("truncated", cut))
+        out.parts.append(Part(tail, "truncated", cut))
     return out
 
 

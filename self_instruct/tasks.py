@@ -130,12 +130,12 @@ def _load_tasks(path: Path, *, allow_repeats: bool) -> tuple[list[Task], int]:
                 input=_need_str(obj, "input", where, allow_empty=True) if "input" in obj else "",
                 output=_need_str(obj, "output", where, allow_empty=True),
             )
-            task = by_instruction.get(instruction)
-            if task is None:
-                task = Task(instruction=instruction, id=f"seed_task_{len(tasks)}")
-                tasks.append(task)
-                by_instruction[instruction] = task
-            task.instances.append(inst)
+            owner = by_instruction.get(instruction)
+            if owner is None:
+                owner = Task(instruction=instruction, id=f"seed_task_{len(tasks)}")
+                tasks.append(owner)
+                by_instruction[instruction] = owner
+            owner.instances.append(inst)
         else:
             raise UserError(f"{where}: expected 'instances' (seed schema) or 'output' (flat schema)")
     if not tasks:

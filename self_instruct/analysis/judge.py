@@ -127,7 +127,7 @@ def sample_instances(tasks: list[Task], k: int, seed: int) -> list[tuple[str, st
 
 def summarize(items: list[dict]) -> dict:
     """Shares of yes per question with 95% Wilson intervals; unreadable and failed answers excluded."""
-    out = {"sample": len(items), "failed": sum(1 for it in items if it.get("error"))}
+    out: dict[str, object] = {"sample": len(items), "failed": sum(1 for it in items if it.get("error"))}
     for q in QUESTIONS:
         answered = [it[q] for it in items if not it.get("error") and it[q] is not None]
         yes = sum(1 for a in answered if a)

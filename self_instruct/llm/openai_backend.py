@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from typing import Literal
 
 import openai
 
@@ -135,7 +136,8 @@ class OpenAIBackend(BackendBase):
         self.rest_after = rest_after
         self.rest_seconds = rest_seconds
         self.endpoints = []
-        for url in base_urls or [None]:
+        urls: list[str | None] = list(base_urls) if base_urls else [None]
+        for url in urls:
             # A local server needs no key, but the SDK insists on one.
             client = openai.AsyncOpenAI(
                 base_url=url, api_key=api_key or "not-needed", max_retries=0, timeout=timeout
@@ -218,7 +220,7 @@ class OpenAIBackend(BackendBase):
         return self.endpoints[0].client
 
     @property
-    def endpoint_path(self) -> str:
+    def endpoint_path(self) -> Literal["/v1/chat/completions", "/v1/completions"]:
         return "/v1/chat/completions" if self.api == "chat" else "/v1/completions"
 
     def body(self, request: Request) -> dict:
