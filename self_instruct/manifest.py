@@ -11,6 +11,7 @@ import hashlib
 import json
 import time
 from collections import Counter
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 
@@ -143,7 +144,7 @@ def write_manifest(
     backend: dict | None,
     seed_file: Path,
     n_seeds: int,
-    stats: dict[str, Counter],
+    stats: Mapping[str, Mapping[str, float]],
     session: dict,
     structured: dict | None = None,
     classify: dict | None = None,
@@ -229,11 +230,11 @@ def usage_counts(usage: list[dict], session: str | None = None) -> dict[str, Cou
     return {stage: +c for stage, c in out.items()}
 
 
-def _extras_of(counts: dict) -> Counter:
+def _extras_of(counts: Mapping[str, float]) -> Counter:
     return Counter({k: v for k, v in counts.items() if k in EXTRA_KEYS or k.startswith("error:")})
 
 
-def _extras(stats: dict[str, Counter]) -> dict[str, Counter]:
+def _extras(stats: Mapping[str, Mapping[str, float]]) -> dict[str, Counter]:
     return {stage: _extras_of(c) for stage, c in stats.items()}
 
 

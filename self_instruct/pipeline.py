@@ -7,6 +7,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .config import Config, flatten
 from .errors import RunIncomplete, UserError
@@ -102,7 +103,8 @@ async def resolve_structured(cfg: Config, backend: Backend, previous: dict | Non
     form. The outcome is kept in the manifest, so a resumed run neither probes again nor changes mode
     halfway."""
     setting = cfg.llm.structured
-    out = {"setting": setting, "on": setting == "on", "form": None, "note": f"llm.structured = {setting}"}
+    out: dict[str, Any] = {"setting": setting, "on": setting == "on", "form": None}
+    out["note"] = f"llm.structured = {setting}"
     if previous and previous.get("setting") == setting and previous.get("model") == backend.model:
         out = previous
     elif setting == "auto" and backend.api == "completions":
@@ -187,7 +189,7 @@ async def _run(
     ctx = StageContext(cfg, engine, files, structured=bool(structured and structured["on"]))
     classify_method: dict | None = None
     started = time.time()
-    session = {
+    session: dict[str, Any] = {
         "id": uuid.uuid4().hex[:12],
         "stages": list(stages),
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
@@ -204,7 +206,10 @@ async def _run(
         session["forced"] = forced
     if engine is not None:
         # One line per request as it completes: a killed session's usage is on record too.
-        engine.usage = lambda record: files.usage.append([{**record, "session": session["id"]}], sync=False)
+        def log_usage(record: dict) -> None:
+            files.usage.append([{**record, "session": session["id"]}], sync=False)
+
+        engine.usage = log_usage
 
     def save() -> dict:
         session["wall_seconds"] = round(time.time() - started, 3)

@@ -29,6 +29,14 @@ from .base import Backend, EndpointDown, FatalError, Request, Response, Transien
 from .cache import ResponseCache, cache_key
 
 
+class Stats(dict[str, float]):
+    """One stage's counts (requests, tokens, retries, ...) and sums (seconds, cost); a key not yet
+    counted reads 0."""
+
+    def __missing__(self, key: str) -> float:
+        return 0
+
+
 @dataclass
 class RetryPolicy:
     max_retries: int = 5
@@ -145,7 +153,7 @@ class Engine:
         self.price = price
         self._rpm = _per_minute(rpm)
         self._tpm = TokenWindow(tpm) if tpm > 0 else None
-        self.stats: dict[str, Counter] = {}
+        self.stats: dict[str, Stats] = {}
         self._backoff = wait_exponential_jitter(
             initial=self.retry.backoff_initial, max=self.retry.backoff_max
         )
@@ -177,7 +185,7 @@ class Engine:
             return min(max(retry_after, 0.0), self.retry.backoff_max)
         return self._backoff(state)
 
-    async def _send(self, request: Request, stats: Counter) -> Response:
+    async def _send(self, request: Request, stats: Stats) -> Response:
         """One request to the model, with rate limits and retries."""
         attempts = 0
         try:
@@ -202,8 +210,9 @@ class Engine:
                         self.breaker.record(False, str(e))
                         raise
                     self.breaker.record(True)
-                    if entry is not None and response.prompt_tokens + response.completion_tokens:
-                        self._tpm.settle(entry, response.prompt_tokens + response.completion_tokens)
+                    used = response.prompt_tokens + response.completion_tokens
+                    if self._tpm and entry is not None and used:
+                        self._tpm.settle(entry, used)
         except TransientError as e:
             stats["failures"] += 1
             response = Response(text="", finish_reason="error", error=f"{e} (after {attempts} attempts)")
@@ -215,7 +224,7 @@ class Engine:
         response.attempts = attempts
         return response
 
-    def _lookup(self, request: Request, stats: Counter) -> tuple[str | None, Response | None]:
+    def _lookup(self, request: Request, stats: Stats) -> tuple[str | None, Response | None]:
         """(cache key, cached response): both None without a cache; a hit is counted."""
         if self.cache is None:
             return None, None
@@ -235,7 +244,7 @@ class Engine:
 
     def _account(
         self,
-        stats: Counter,
+        stats: Stats,
         key: str | None,
         response: Response,
         *,
@@ -244,7 +253,7 @@ class Engine:
         price_factor: float = 1.0,
     ) -> None:
         """Count a response the model answered, cache it when it succeeded, and log its usage."""
-        if key is not None and response.ok:
+        if self.cache is not None and key is not None and response.ok:
             self.cache.put(key, response)
         cost = self._cost(response, price_factor)
         stats["prompt_tokens"] += response.prompt_tokens
@@ -279,7 +288,7 @@ class Engine:
     async def _one(
         self,
         request: Request,
-        stats: Counter,
+        stats: Stats,
         sem: asyncio.Semaphore,
         stage: str,
     ) -> Response:
@@ -302,14 +311,14 @@ class Engine:
         on_result: Callable[[int, Response], None] | None = None,
     ) -> list[Response]:
         """Responses in the order of ``requests``, whatever order they finish in."""
-        stats = self.stats.setdefault(stage, Counter())
+        stats = self.stats.setdefault(stage, Stats())
         sem = self._semaphore()
         results: list[Response | None] = [None] * len(requests)
 
         async def go(i: int, req: Request) -> None:
-            results[i] = await self._one(req, stats, sem, stage)
+            results[i] = response = await self._one(req, stats, sem, stage)
             if on_result:
-                on_result(i, results[i])
+                on_result(i, response)
 
         start = time.perf_counter()
         try:
@@ -335,17 +344,18 @@ class Engine:
         """Like run(), but the cache misses go to the OpenAI Batch API as one batch (half price)."""
         from .batch_api import run_batch_job
 
-        stats = self.stats.setdefault(stage, Counter())
+        stats = self.stats.setdefault(stage, Stats())
         stats["requests"] += len(requests)
         results: list[Response | None] = [None] * len(requests)
         cache_keys: list[str | None] = [None] * len(requests)
         todo = []
         for i, req in enumerate(requests):
-            cache_keys[i], results[i] = self._lookup(req, stats)
-            if results[i] is None:
+            cache_keys[i], cached = self._lookup(req, stats)
+            if cached is None:
                 todo.append(i)
             else:
-                self._log(stage, results[i], cached=True, seconds=0.0, cost=0.0)
+                results[i] = cached
+                self._log(stage, cached, cached=True, seconds=0.0, cost=0.0)
         start = time.perf_counter()
         if todo:
             stats["batches"] += 1
@@ -378,7 +388,7 @@ class Pipe:
 
     def __init__(self, engine: Engine, stage: str, on_result: Callable[[Response], None] | None) -> None:
         self.engine, self.stage, self.on_result = engine, stage, on_result
-        self.stats = engine.stats.setdefault(stage, Counter())
+        self.stats = engine.stats.setdefault(stage, Stats())
         self._tasks: deque[asyncio.Task[Response]] = deque()
         self._fatal_error: BaseException | None = None
 

@@ -89,6 +89,7 @@ def shown_instructions(ctx: StageContext, i: int, seeds: list[str], machine: Seq
 def build_request(ctx: StageContext, i: int, shown: list[str]) -> Request:
     b = ctx.cfg.bootstrap
     stop_at = len(shown) + b.max_new_per_request + 1
+    stop: tuple[str, ...]
     if ctx.structured:
         prompt, stop = render_bootstrap_json(shown, b.max_new_per_request), ()
     elif ctx.api_is_completions:  # a blank line ends a continued list

@@ -43,6 +43,7 @@ UNUSABLE = {"ambiguous": "ambiguous_answer", "truncated": "truncated", "missing_
 def build_request(ctx: StageContext, instruction: str, attempt: int = 0) -> Request:
     c = ctx.cfg.classify
     chat = not ctx.api_is_completions
+    stop: tuple[str, ...]
     if ctx.structured:
         prompt, stop, max_tokens = render_classify_json(instruction), (), c.chat_max_tokens
     elif chat:
@@ -88,7 +89,8 @@ async def choose_method(ctx: StageContext, seed_tasks: list[Task]) -> Method:
     if saved.exists():
         fit = json.loads(saved.read_text(encoding="utf-8"))
         return Method("calibrated", fit["threshold"], fit["note"], fit)
-    labels = [t.is_classification for t in seed_tasks]
+    labelled = [t for t in seed_tasks if t.is_classification is not None]
+    labels = [bool(t.is_classification) for t in labelled]
     n_yes, n_no = sum(labels), len(labels) - sum(labels)
     if min(n_yes, n_no) < MIN_PER_LABEL:
         return Method(
@@ -96,18 +98,18 @@ async def choose_method(ctx: StageContext, seed_tasks: list[Task]) -> Method:
             note=f"classify.method = {setting}: greedy, because the seed file has {n_yes} classification "
             f"and {n_no} other tasks (calibration needs {MIN_PER_LABEL} of each)",
         )
-    requests = [score_request(ctx, t.instruction) for t in seed_tasks]
+    requests = [score_request(ctx, t.instruction) for t in labelled]
     responses = await ctx.engine.run(requests, stage="calibrate")
-    margins = [margin(r.top_logprobs) if r.ok else None for r in responses]
-    if any(m is None for m in margins):
-        missing = sum(m is None for m in margins)
+    tops = [r.top_logprobs for r in responses if r.ok and r.top_logprobs]
+    margins = [m for top in tops if (m := margin(top)) is not None]
+    if len(margins) < len(responses):
         return Method(
             "greedy",
-            note=f"classify.method = {setting}: greedy, because {missing} of {len(margins)} seed answers "
-            "came without yes/no log-probabilities",
+            note=f"classify.method = {setting}: greedy, because {len(responses) - len(margins)} of "
+            f"{len(responses)} seed answers came without yes/no log-probabilities",
         )
-    greedy_yes = [max(r.top_logprobs, key=r.top_logprobs.get) in YES_TOKENS for r in responses]
-    fit = calibrate(margins, labels, greedy_yes, seed=ctx.cfg.seed)  # type: ignore[arg-type]
+    greedy_yes = [max(top, key=top.__getitem__) in YES_TOKENS for top in tops]
+    fit = calibrate(margins, labels, greedy_yes, seed=ctx.cfg.seed)
     note = (
         f"classify.method = {setting}: calibrated on {fit.seeds} seed tasks, threshold {fit.threshold:.3f}; "
         f"cross-validated accuracy {fit.cv_accuracy:.2f}, balanced accuracy {fit.cv_balanced_accuracy:.2f}, "
@@ -122,7 +124,7 @@ async def choose_method(ctx: StageContext, seed_tasks: list[Task]) -> Method:
             f"AUC {fit.auc:.2f})",
         )
     record = {**fit.to_dict(), "threshold": fit.threshold, "note": note}
-    record.update(seed_margins=[round(m, 4) for m in margins], seed_labels=labels)  # type: ignore[arg-type]
+    record.update(seed_margins=[round(m, 4) for m in margins], seed_labels=labels)
     write_json_atomic(saved, record)
     return Method("calibrated", fit.threshold, note, record)
 
@@ -167,6 +169,7 @@ async def run_classify(ctx: StageContext, seed_tasks: list[Task]) -> tuple[int, 
                 failed.discard(rec["id"])
                 m = margin(resp.top_logprobs) if method.name == "calibrated" else None
                 if method.name == "calibrated":
+                    assert method.threshold is not None
                     d = "missing_logprobs" if m is None else "yes" if m >= method.threshold else "no"
                 else:
                     d = decision(ctx, resp)

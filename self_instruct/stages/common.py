@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import sys
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 
 from tqdm import tqdm
@@ -57,7 +57,7 @@ def human(n: float) -> str:
 
 def live_stats(engine: Engine | None, stage: str, **extra) -> dict:
     """What the progress bar shows next to the count: tokens, retries, failures, cache hits, cost."""
-    s = engine.stats.get(stage, {}) if engine else {}
+    s: Mapping[str, float] = engine.stats.get(stage, {}) if engine else {}
     out = dict(extra)
     out["tok"] = human(s.get("prompt_tokens", 0) + s.get("completion_tokens", 0))
     for key, label in (("retries", "retry"), ("failures", "fail"), ("cache_hits", "cached")):

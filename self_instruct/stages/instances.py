@@ -27,6 +27,7 @@ def build_request(ctx: StageContext, instruction: str, is_classification: bool) 
     c = ctx.cfg.instances
     kind = "output_first" if is_classification else "input_first"
     chat = not ctx.api_is_completions
+    stop: tuple[str, ...]
     if ctx.structured:
         render = render_output_first_json if is_classification else render_input_first_json
         prompt, stop = render(instruction), ()

@@ -106,7 +106,7 @@ def _code_hash() -> str:
 
 def fingerprint(runs: list[Run]) -> str:
     """What the database is built from: each run's files by size and modification time, and the code."""
-    state = {"code": _code_hash(), "runs": []}
+    described = []
     for run in runs:
         files = {}
         for name in RUN_FILES:
@@ -115,8 +115,8 @@ def fingerprint(runs: list[Run]) -> str:
                 st = path.stat()
                 files[name] = [st.st_size, st.st_mtime_ns]
         report = str(run.report) if run.report else None
-        state["runs"].append({"label": run.label, "root": str(run.root), "files": files, "report": report})
-    return json.dumps(state, sort_keys=True)
+        described.append({"label": run.label, "root": str(run.root), "files": files, "report": report})
+    return json.dumps({"code": _code_hash(), "runs": described}, sort_keys=True)
 
 
 # ---------------------------------------------------------------------------------------- rows
@@ -338,10 +338,10 @@ def _fill(runs: list[Run], path: Path, state: str) -> None:
             table = db.table(name).create(schema(name), pk=tuple(pk) if pk else None)
             table.insert_all((row for run in runs for row in rows(run)), batch_size=1000)
         for name, columns in FTS.items():
-            db[name].enable_fts(columns, create_triggers=False)
+            db.table(name).enable_fts(columns, create_triggers=False)
         for name, columns in INDEXES:
-            db[name].create_index(columns)
-        db["_meta"].insert_all(
+            db.table(name).create_index(columns)
+        db.table("_meta").insert_all(
             [{"key": "fingerprint", "value": state}, {"key": "built", "value": _now()}], pk="key"
         )
     finally:

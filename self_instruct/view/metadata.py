@@ -8,6 +8,7 @@ all its columns even when no run has a row for it, and a row with a column not l
 from __future__ import annotations
 
 import html
+from typing import Any
 
 INT, FLOAT, BOOL, TEXT = int, float, bool, str
 
@@ -286,7 +287,7 @@ def _home_html(labels: list[str], reports: dict[str, str]) -> str:
 
 def metadata(database: str, labels: list[str], reports: dict[str, str]) -> dict:
     """Datasette's metadata for the database of these runs; ``reports``: run label -> report URL."""
-    tables = {
+    tables: dict[str, dict[str, Any]] = {
         name: {
             "description": description,
             "columns": {col: text for col, _, text in columns},

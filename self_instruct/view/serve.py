@@ -93,7 +93,7 @@ def prepare(paths: list[str], db: str | None) -> Prepared:
     runs = find_runs(paths)
     db_path = check_db_path(Path(db) if db else default_db_path(runs), runs)
     built = build_database(runs, db_path)
-    links = {r.label: r.report_url for r in runs if r.report}
+    links = {r.label: url for r in runs if (url := r.report_url)}
     write_json_atomic(metadata_path(db_path), metadata(db_path.stem, [r.label for r in runs], links))
     return Prepared(db_path, built, runs)
 
