@@ -8,9 +8,12 @@ order: parse, filter, novelty check against seeds + every accepted instruction, 
 result depends only on the config (W included), the seed and the model's responses, not on
 concurrency or on the order responses arrive in.
 
-Near the target, the number of requests in flight follows the recent yield (accepted instructions
-per request over the last applied requests), so the fleet stays full until the target is near and
-at most W requests are answered past it (counted as ``wasted_requests`` in the session).
+At most W requests are in flight, and at most 8 per slot of concurrency (1 for a single slot, which
+answers in order). Near the target, the number follows the recent yield (accepted instructions per
+request over the last applied requests), so the fleet stays full until the target is near and few
+requests are answered past it (``wasted_requests`` in the session). Which requests are sent depends
+on the answers applied and the concurrency, never on timing, so a rerun from the cache sends the
+same ones; what they contain depends on W, never on the concurrency.
 
 The CPU-heavy bookkeeping, each accepted instruction's 10 most similar pool entries, and the
 writes run in a worker thread while requests are in flight: they never delay the next request.
@@ -126,15 +129,23 @@ class _Prefix(Sequence[str]):
         return self.items[i]
 
 
-def in_flight_wanted(remaining: int, recent: deque[int], window: int, best: int) -> int:
-    """How many requests to keep in flight: the window, until the recent yield says fewer will reach
-    the target. (Sending more than that near the end wastes requests and, measured with bench/fleet.py,
-    saves no time: the run ends with its slowest answers either way.) Before any answer, each request
-    is assumed to bring its ``best``, so a small run starts small."""
+def in_flight_wanted(remaining: int, recent: deque[int], cap: int, best: int) -> int:
+    """How many requests to keep in flight: ``cap``, until the recent yield says fewer will reach the
+    target. (Sending more than that near the end wastes requests and, measured with bench/fleet.py,
+    saves no time: the run ends with its slowest answers either way.) The yield counts one request
+    that brought its ``best`` besides the recent ones, so a small run starts small and one short
+    first answer does not send a burst."""
     if recent and sum(recent) == 0:
-        return window
-    per_request = sum(recent) / len(recent) if recent else best
-    return max(1, min(window, math.ceil(remaining / per_request)))
+        return cap
+    per_request = (sum(recent) + best) / (len(recent) + 1)
+    return max(1, min(cap, math.ceil(remaining / per_request)))
+
+
+def in_flight_cap(window: int, concurrency: int) -> int:
+    """The most requests worth having in flight: a single slot answers in order and needs no more
+    than the one it works on; several slots answer out of order, and about 8 per slot keep them busy
+    while the oldest request is still out (bench/fleet.py). Never more than the window."""
+    return 1 if concurrency == 1 else min(window, 8 * concurrency)
 
 
 class _Writer:
@@ -208,11 +219,12 @@ async def run_bootstrap(ctx: StageContext, seed_tasks: list[Task]) -> BootstrapR
     stopped = "target"
     bar = progress(cfg, total=cfg.target, initial=min(len(machine), cfg.target), desc=STAGE, unit="instr")
     pipe = ctx.engine.pipe(STAGE)
+    cap = in_flight_cap(b.window, ctx.engine.concurrency)
     writer = _Writer(ctx.files, index, b.record_similar)
     wasted, ok = 0, False
     try:
         while len(machine) < cfg.target:
-            wanted = in_flight_wanted(cfg.target - len(machine), recent, b.window, b.max_new_per_request)
+            wanted = in_flight_wanted(cfg.target - len(machine), recent, cap, b.max_new_per_request)
             # Request i may go once requests 0..i-W are applied; its prompt sees exactly those.
             while next_send < min(max_requests, next_apply + b.window) and pipe.in_flight < wanted:
                 pool = _Prefix(machine, bisect.bisect_right(made_by, next_send - b.window))
