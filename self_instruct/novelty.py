@@ -256,8 +256,8 @@ class NoveltyIndex:
         first, equal scores: earlier entry first), exactly as top_k would have answered just before
         the entry was added.
 
-        This is what bootstrap records for the instructions a round accepted, done in one full-scan,
-        multi-threaded C++ pass for the whole round: for the low scores of a top 10 the overlap bound
+        This is what bootstrap records for the instructions it accepted, in one full-scan,
+        multi-threaded C++ pass for all those given: for the low scores of a top 10 the overlap bound
         prunes little, and one batched scan is several times faster than pruned scans one by one.
         """
         out: list[list[Match]] = []
