@@ -168,9 +168,7 @@ async def judge_async(engine, tasks: list[Task], k: int, *, seed: int = 0, progr
     before = Counter(engine.stats.get(STAGE, {}))  # the engine may have judged other inputs already
     bar = _progress_bar(len(requests), progress)
     try:
-        responses: list[Response] = await engine.run(
-            requests, stage=STAGE, on_result=lambda i, r: bar.update()
-        )
+        responses: list[Response] = await engine.run(requests, stage=STAGE, on_result=lambda r: bar.update())
     finally:
         bar.close()
     items = []

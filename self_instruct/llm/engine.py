@@ -285,19 +285,13 @@ class Engine:
             record["endpoint"] = response.meta["endpoint"]
         self.usage(record)
 
-    async def _one(
-        self,
-        request: Request,
-        stats: Stats,
-        sem: asyncio.Semaphore,
-        stage: str,
-    ) -> Response:
+    async def _one(self, request: Request, stats: Stats, stage: str) -> Response:
         stats["requests"] += 1
         key, cached = self._lookup(request, stats)
         if cached is not None:
             self._log(stage, cached, cached=True, seconds=0.0, cost=0.0)
             return cached
-        async with sem:
+        async with self._semaphore():
             t0 = time.perf_counter()
             response = await self._send(request, stats)
         self._account(stats, key, response, stage=stage, seconds=time.perf_counter() - t0)
@@ -308,28 +302,17 @@ class Engine:
         requests: Sequence[Request],
         *,
         stage: str,
-        on_result: Callable[[int, Response], None] | None = None,
+        on_result: Callable[[Response], None] | None = None,
     ) -> list[Response]:
-        """Responses in the order of ``requests``, whatever order they finish in."""
-        stats = self.stats.setdefault(stage, Stats())
-        sem = self._semaphore()
-        results: list[Response | None] = [None] * len(requests)
-
-        async def go(i: int, req: Request) -> None:
-            results[i] = response = await self._one(req, stats, sem, stage)
-            if on_result:
-                on_result(i, response)
-
-        start = time.perf_counter()
+        """Responses in the order of ``requests``, whatever order they finish in (all of them sent
+        through one pipe at once; a FatalError stops the rest, as in any pipe)."""
+        pipe = self.pipe(stage, on_result)
+        for request in requests:
+            pipe.send(request)
         try:
-            async with asyncio.TaskGroup() as tg:
-                for i, req in enumerate(requests):
-                    tg.create_task(go(i, req))
-        except* FatalError as group:
-            raise group.exceptions[0] from None
+            return [await pipe.take() for _ in requests]
         finally:
-            stats["seconds_waiting"] += time.perf_counter() - start
-        return results  # type: ignore[return-value]
+            await pipe.close(cancel=True)  # nothing left after a full run; the rest after an error
 
     async def run_batch_api(
         self,
@@ -402,7 +385,7 @@ class Pipe:
         return bool(self._tasks) and self._tasks[0].done()
 
     def send(self, request: Request) -> None:
-        coro = self.engine._one(request, self.stats, self.engine._semaphore(), self.stage)
+        coro = self.engine._one(request, self.stats, self.stage)
         task = asyncio.get_running_loop().create_task(coro)
         task.add_done_callback(self._done)
         self._tasks.append(task)

@@ -40,6 +40,11 @@ MIN_BALANCED_ACCURACY = 0.6  # auto keeps the reference rule when calibration do
 UNUSABLE = {"ambiguous": "ambiguous_answer", "truncated": "truncated", "missing_logprobs": "missing_logprobs"}
 
 
+def attempt_seed(ctx: StageContext, attempt: int) -> int:
+    """The first answer uses the run's seed; each later attempt a seed of its own."""
+    return ctx.cfg.seed if attempt == 0 else ctx.cfg.seed * 1_000_003 + attempt
+
+
 def build_request(ctx: StageContext, instruction: str, attempt: int = 0) -> Request:
     c = ctx.cfg.classify
     chat = not ctx.api_is_completions
@@ -55,7 +60,7 @@ def build_request(ctx: StageContext, instruction: str, attempt: int = 0) -> Requ
         max_tokens=max_tokens,
         temperature=c.temperature if attempt == 0 else max(c.temperature, RETRY_TEMPERATURE),
         stop=stop,
-        seed=ctx.cfg.seed if attempt == 0 else ctx.cfg.seed * 1_000_003 + attempt,
+        seed=attempt_seed(ctx, attempt),
         schema=schema_text("classify", 1) if ctx.structured else None,
     )
 
@@ -66,7 +71,7 @@ def score_request(ctx: StageContext, instruction: str, attempt: int = 0) -> Requ
         prompt=render_classify(instruction, chat=not ctx.api_is_completions),
         max_tokens=1,
         temperature=0.0 if attempt == 0 else RETRY_TEMPERATURE,
-        seed=ctx.cfg.seed if attempt == 0 else ctx.cfg.seed * 1_000_003 + attempt,
+        seed=attempt_seed(ctx, attempt),
         logprobs=ctx.cfg.classify.logprobs,
     )
 

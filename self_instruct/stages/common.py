@@ -116,11 +116,10 @@ async def answered(
                     break
                 response = await pipe.take()
                 ready.append((*waiting.popleft(), response))
+                # (the last answer always finds no head ready, so nothing is left in ``ready``)
                 if len(ready) >= engine.concurrency or not pipe.head_ready():
                     yield chunk(ready)
                     ready = []
-            if ready:
-                yield chunk(ready)
             finished = True
         finally:
             await pipe.close(cancel=not finished)
