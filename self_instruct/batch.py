@@ -31,11 +31,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import config as config_mod
-from .errors import UserError
+from .errors import UserError, os_error
 from .manifest import read_manifest
 from .novelty import NoveltyIndex
 from .pipeline import STAGES, run
-from .store import RunFiles, read_jsonl, write_json_atomic, write_jsonl_atomic
+from .store import RunFiles, read_jsonl, write_json_atomic, write_jsonl_atomic, writer_lock
 
 PLAN_KEYS = {"name", "output_dir", "base", "matrix", "merge"}
 RESERVED = {"run_name", "output_dir", "llm.cache_dir"}
@@ -72,6 +72,11 @@ class Plan:
 def load_plan(path: str | Path) -> Plan:
     path = Path(path)
     table = config_mod.read_toml(path, "plan file")
+    if not table.get("base") and not table.get("matrix"):
+        raise UserError(
+            f"{path}: the plan sets no run: give the settings every run shares under [base], "
+            "and the values to combine under [matrix]"
+        )
     unknown = set(table) - PLAN_KEYS
     if unknown:
         raise UserError(
@@ -96,7 +101,10 @@ def load_plan(path: str | Path) -> Plan:
     threshold = merge.get("similarity_threshold", 0.7) if isinstance(merge, dict) else None
     if not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
         raise UserError(f"{path}: [merge] similarity_threshold must be a number between 0 and 1")
-    name = str(table.get("name", path.stem))
+    try:
+        name = config_mod.plain_name(str(table.get("name", path.stem)), "name")
+    except UserError as e:
+        raise UserError(f"{path}: {e}") from None
     root = Path(str(table.get("output_dir", "outputs"))) / name
     return Plan(name, root, base, matrix, float(threshold))
 
@@ -189,13 +197,19 @@ def run_plan(plan_path: str | Path, *, backend=None, announce=None) -> dict:
     configs = [
         (label, _run_config(plan, label, ov, str(plan_path))) for label, ov in runs
     ]  # validate all first
-    for label, cfg in configs:
-        if announce:
-            announce(label)
-        run(cfg, STAGES, backend=backend)
-    labels = [label for label, _ in configs]
-    summary = {"plan": str(plan_path), "runs": summary_rows(plan, labels), "merged": merge(plan, labels)}
-    write_json_atomic(plan.root / "summary.json", summary)
+    try:
+        # One batch per plan directory at a time (each run also locks its own directory).
+        with writer_lock(plan.root, f"batch {plan_path}"):
+            for label, cfg in configs:
+                if announce:
+                    announce(label)
+                run(cfg, STAGES, backend=backend, command=f"batch {plan_path}")
+            labels = [label for label, _ in configs]
+            merged = merge(plan, labels)
+            summary = {"plan": str(plan_path), "runs": summary_rows(plan, labels), "merged": merged}
+            write_json_atomic(plan.root / "summary.json", summary)
+    except OSError as e:
+        raise os_error(e) from None
     return summary
 
 

@@ -8,7 +8,7 @@ import types
 import typing
 
 from . import config as config_mod
-from .errors import RunIncomplete, UserError
+from .errors import RunIncomplete, UserError, os_error
 
 DESCRIPTION = """Generate an instruction-tuning dataset from seed tasks with the Self-Instruct method.
 
@@ -73,6 +73,19 @@ SETTING_HELP = {
 
 RESUME_HINT = "Everything accepted so far is saved; run the same command again to resume."
 RESUME_RETRY = "Everything done so far is saved; run the same command again to retry what is missing"
+
+
+def next_step(gaps) -> str:
+    """What to do about an incomplete run: run the same command again, or raise the settings whose
+    limits it reached (with the same settings, a rerun would ask nothing more for those)."""
+    limits = list(dict.fromkeys(name for gap in gaps for name in gap.limits))
+    if not limits:
+        return RESUME_RETRY
+    rest = "; running it again also retries the rest" if any(not gap.limits for gap in gaps) else ""
+    return (
+        f"Everything done so far is saved; raise {' or '.join(limits)} ({_flag(limits[0])} N) and run "
+        f"the command again to go on: with the same settings it would ask nothing more for those{rest}"
+    )
 
 
 def _flag(name: str) -> str:
@@ -164,8 +177,11 @@ def run_analyze(args: dict) -> None:
         from .pipeline import judge_engine
 
         engine = judge_engine(config_mod.load_config(config_file, args), Path(out))
-    analyze(paths, out, judge_engine=engine, judge_k=judge_k, close_judge=True, **options)
+    stats = analyze(paths, out, judge_engine=engine, judge_k=judge_k, close_judge=True, **options)
     print(f"report: {Path(out) / 'report.html'}  (also report.md, stats.json)")
+    for s in stats["inputs"]:
+        for u in s["unread"]:
+            print(f"note: {u}")
 
 
 def add_view_parser(sub) -> None:
@@ -193,6 +209,8 @@ def run_view(args: dict) -> int:
     prepared = view.prepare(args["run_dirs"], args["db"])
     state = "built" if prepared.built else "up to date"
     print(f"database: {prepared.db} ({state}; metadata: {view.metadata_path(prepared.db)})", flush=True)
+    for u in prepared.unread:
+        print(f"note: {u}", flush=True)
     if not args["serve"]:
         print(f"serve it with: {view.serve_command(prepared)}")
         return 0
@@ -246,7 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
                     *flags,
                     dest=name,
                     type=str,
-                    metavar=typ.__name__.upper(),
+                    metavar="{" + ",".join(config_mod.CHOICES[name]) + "}"
+                    if name in config_mod.CHOICES
+                    else typ.__name__.upper(),
                     default=argparse.SUPPRESS,
                     help=help_text,
                 )
@@ -294,11 +314,14 @@ def run_export(args: dict) -> None:
         require_extra("hf", ("datasets",), f"export --format {args['format']}")
 
     run_dirs, out, push = args.pop("run_dirs"), args.pop("out"), args.pop("push_to_hub")
-    counts = export(run_dirs, out, ExportOptions(**args), push_to_hub=push)
+    unread: list = []
+    counts = export(run_dirs, out, ExportOptions(**args), push_to_hub=push, on_unread=unread.append)
     print(
         f"exported {', '.join(f'{k}: {v}' for k, v in counts.items())} instances"
         f" -> {out} (card: {out}/README.md)"
     )
+    for u in unread:
+        print(f"note: {u}")
 
 
 def _command_line() -> str:
@@ -318,7 +341,8 @@ def run_generate(command: str, args: dict):
     summary = run(cfg, stages, force=force, command=_command_line())
     _print_summary(summary)
     if summary.incomplete:
-        raise RunIncomplete("; ".join(summary.incomplete) + f". {RESUME_RETRY}")
+        reasons = "; ".join(gap.reason for gap in summary.incomplete)
+        raise RunIncomplete(f"{reasons}. {next_step(summary.incomplete)}")
 
 
 def run_batch_plan(args: dict) -> None:
@@ -333,16 +357,19 @@ def main(argv: list[str] | None = None) -> int:
     args = vars(parser.parse_args(argv))
     command = args.pop("command")
     try:
-        if command == "export":
-            run_export(args)
-        elif command == "analyze":
-            run_analyze(args)
-        elif command == "batch":
-            run_batch_plan(args)
-        elif command == "view":
-            return run_view(args)
-        else:
-            run_generate(command, args)
+        try:
+            if command == "export":
+                run_export(args)
+            elif command == "analyze":
+                run_analyze(args)
+            elif command == "batch":
+                run_batch_plan(args)
+            elif command == "view":
+                return run_view(args)
+            else:
+                run_generate(command, args)
+        except OSError as e:  # a full disk, a read-only one, a file in the way: one line, no traceback
+            raise os_error(e) from None
     except UserError as e:
         print(f"self-instruct: error: {e}", file=sys.stderr)
         return 2

@@ -8,6 +8,7 @@ that name the setting. The API key is never part of the config: it comes from OP
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import types
 import typing
@@ -250,46 +251,143 @@ def load_config(path: str | Path | None = None, overrides: dict[str, object] | N
     return cfg
 
 
+@dataclass(frozen=True)
+class Range:
+    """Where a numeric setting's value may lie: ``low``/``high`` inclusive unless ``open_low`` /
+    ``open_high``; None: unbounded on that side."""
+
+    low: float | None = None
+    high: float | None = None
+    open_low: bool = False
+    open_high: bool = False
+
+    def allows(self, value: float) -> bool:
+        if self.low is not None and (value <= self.low if self.open_low else value < self.low):
+            return False
+        return not (self.high is not None and (value >= self.high if self.open_high else value > self.high))
+
+    def describe(self) -> str:
+        def num(x: float) -> str:
+            return f"{x:g}"
+
+        low = None if self.low is None else ("above " if self.open_low else "at least ") + num(self.low)
+        high = None if self.high is None else ("below " if self.open_high else "at most ") + num(self.high)
+        if low and high:
+            return f"must be {low} and {high}"
+        return f"must be {low or high or 'a number'}"
+
+
+def at_least(low: float) -> Range:
+    return Range(low)
+
+
+def above(low: float) -> Range:
+    return Range(low, open_low=True)
+
+
+PROBABILITY = Range(0.0, 1.0, open_low=True)  # top_p: (0, 1]
+TEMPERATURE = Range(0.0, 2.0)
+PENALTY = Range(-2.0, 2.0)  # presence / frequency penalties, as the OpenAI API takes them
+ANY = Range()  # a price: negative means "look the model up"
+
+# The range of every numeric setting (a test checks that none is missing): a value outside is
+# refused with exit status 2 before anything runs.
+RANGES: dict[str, Range] = {
+    "target": at_least(1),
+    "seed": at_least(0),
+    "llm.concurrency": at_least(1),
+    "llm.timeout": above(0),
+    "llm.max_retries": at_least(0),
+    "llm.retry_initial": at_least(0),
+    "llm.retry_max": at_least(0),
+    "llm.n_ctx": at_least(1),
+    "llm.rpm": at_least(0),
+    "llm.tpm": at_least(0),
+    "llm.price_prompt": ANY,
+    "llm.price_completion": ANY,
+    "llm.breaker_window": at_least(0),
+    "llm.breaker_failure_rate": PROBABILITY,
+    "llm.batch_poll_seconds": above(0),
+    "bootstrap.num_prompt_instructions": Range(1, 64),
+    "bootstrap.num_machine_instructions": at_least(0),  # and at most num_prompt_instructions
+    "bootstrap.max_new_per_request": at_least(1),
+    "bootstrap.window": at_least(1),
+    "bootstrap.max_requests": at_least(0),
+    "bootstrap.temperature": TEMPERATURE,
+    "bootstrap.top_p": PROBABILITY,
+    "bootstrap.presence_penalty": PENALTY,
+    "bootstrap.frequency_penalty": PENALTY,
+    "bootstrap.max_tokens": at_least(1),
+    "bootstrap.similarity_threshold": Range(0.0, 1.0),
+    "bootstrap.record_similar": at_least(0),
+    "classify.max_tokens": at_least(1),
+    "classify.chat_max_tokens": at_least(1),
+    "classify.max_attempts": at_least(1),
+    "classify.logprobs": Range(2, 20),
+    "classify.temperature": TEMPERATURE,
+    "instances.max_instances": at_least(1),
+    "instances.max_tokens_input_first": at_least(1),
+    "instances.max_tokens_output_first": at_least(1),
+    "instances.temperature": TEMPERATURE,
+    "instances.top_p": PROBABILITY,
+    "instances.presence_penalty": PENALTY,
+    "instances.frequency_penalty": PENALTY,
+}
+
+# Settings that take one of a few words.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "llm.backend": ("auto", "local", "openai"),
+    "llm.api": ("auto", "completions", "chat"),
+    "llm.structured": ("auto", "on", "off"),
+    "bootstrap.tokenizer": ("rouge", "unicode"),
+    "classify.method": ("auto", "greedy", "calibrated"),
+}
+
+# A file or directory name: most file systems take at most 255 bytes.
+MAX_NAME_BYTES = 255
+
+
+def plain_name(name: str, setting: str) -> str:
+    """The one check that a name from any source (--run-name, a TOML file, a batch plan) names a
+    directory inside its output folder: one path component, not "." or "..", no separator, not
+    absolute, and short enough for the file system. Returns the name; a UserError otherwise."""
+    why = ""
+    if not name or name in (".", ".."):
+        why = "must be a plain directory name, not empty, '.' or '..'"
+    elif "/" in name or "\\" in name or "\0" in name or Path(name).is_absolute():
+        why = f"must be a plain directory name inside the output folder, without '/' ({name!r})"
+    elif len(name.encode("utf-8")) > MAX_NAME_BYTES:
+        why = f"is {len(name.encode('utf-8'))} bytes long; a directory name takes at most {MAX_NAME_BYTES}"
+    if why:
+        raise UserError(f"setting '{setting}' {why}")
+    return name
+
+
+def get_value(cfg: Config, name: str):
+    """A setting's value by its dotted name."""
+    target: object = cfg
+    for part in name.split("."):
+        target = getattr(target, part)
+    return target
+
+
 def validate(cfg: Config) -> None:
+    """Every setting's range or choices, then the rules that tie two settings together."""
+
     def bad(name: str, why: str):
         raise UserError(f"setting '{name}' {why}")
 
-    if cfg.target < 1:
-        bad("target", "must be at least 1")
-    if cfg.llm.backend not in ("auto", "local", "openai"):
-        bad("llm.backend", "must be auto, local or openai")
-    if cfg.llm.api not in ("auto", "completions", "chat"):
-        bad("llm.api", "must be auto, completions or chat")
-    if cfg.llm.structured not in ("auto", "on", "off"):
-        bad("llm.structured", "must be auto, on or off")
+    for name in settings():
+        value = get_value(cfg, name)
+        if name in CHOICES and value not in CHOICES[name]:
+            bad(name, f"must be {', '.join(CHOICES[name][:-1])} or {CHOICES[name][-1]}, got {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            bad(name, f"must be a finite number, got {value!r}")
+        if name in RANGES and not RANGES[name].allows(value):
+            bad(name, f"{RANGES[name].describe()}, got {value!r}")
     if cfg.llm.batch_api and cfg.llm.backend == "local":
         bad("llm.batch_api", "needs the openai backend")
-    if cfg.llm.breaker_window < 0:
-        bad("llm.breaker_window", "must be 0 (off) or more")
-    if not 0.0 < cfg.llm.breaker_failure_rate <= 1.0:
-        bad("llm.breaker_failure_rate", "must be above 0 and at most 1")
-    if cfg.llm.concurrency < 1:
-        bad("llm.concurrency", "must be at least 1")
     b = cfg.bootstrap
-    if not 1 <= b.num_prompt_instructions <= 64:
-        bad("bootstrap.num_prompt_instructions", "must be between 1 and 64")
-    if not 0 <= b.num_machine_instructions <= b.num_prompt_instructions:
-        bad("bootstrap.num_machine_instructions", "must be between 0 and num_prompt_instructions")
-    if b.window < 1:
-        bad("bootstrap.window", "must be at least 1")
-    if not 0.0 <= b.similarity_threshold <= 1.0:
-        bad("bootstrap.similarity_threshold", "must be between 0 and 1")
-    if b.tokenizer not in ("rouge", "unicode"):
-        bad("bootstrap.tokenizer", "must be rouge or unicode")
-    if b.record_similar < 0:
-        bad("bootstrap.record_similar", "must be 0 or more")
-    if cfg.classify.method not in ("auto", "greedy", "calibrated"):
-        bad("classify.method", "must be auto, greedy or calibrated")
-    if not 2 <= cfg.classify.logprobs <= 20:
-        bad("classify.logprobs", "must be between 2 and 20")
-    if cfg.classify.max_attempts < 1:
-        bad("classify.max_attempts", "must be at least 1")
-    if cfg.instances.max_instances < 1:
-        bad("instances.max_instances", "must be at least 1")
-    if not cfg.run_name or "/" in cfg.run_name or cfg.run_name in (".", ".."):
-        bad("run_name", "must be a plain directory name")
+    if b.num_machine_instructions > b.num_prompt_instructions:
+        bad("bootstrap.num_machine_instructions", "must be at most bootstrap.num_prompt_instructions")
+    plain_name(cfg.run_name, "run_name")

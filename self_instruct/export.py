@@ -11,7 +11,9 @@ Formats:
 - ``parquet``: one parquet file per split.
 
 Everything is written into a temporary directory next to ``out`` and renamed into place at the end,
-so a failed export leaves nothing half-written.
+so a failed export leaves nothing half-written. A line of a run file that cannot be read (a torn last
+line, a line that is not a JSON object) is left out, and named in the card and to the caller, never
+dropped silently; the run directories are only read.
 """
 
 from __future__ import annotations
@@ -22,12 +24,13 @@ import re
 import shutil
 import statistics
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import UserError
 from .manifest import read_manifest
-from .store import RunFiles, read_jsonl
+from .store import RunFiles, Unread, first_unread, scan_jsonl
 from .tasks import load_tasks
 
 FORMATS = ("jsonl", "alpaca", "openai-chat", "prompt-completion", "hf", "parquet")
@@ -78,16 +81,20 @@ def _run_files(path: str | Path) -> RunFiles:
     return files
 
 
-def load_records(run_dirs: list[str], opts: ExportOptions) -> tuple[list[dict], list[dict]]:
-    """All instances of the given runs as flat records (with provenance), and the runs' manifests."""
+def load_records(run_dirs: list[str], opts: ExportOptions) -> tuple[list[dict], list[dict], list[Unread]]:
+    """All instances of the given runs as flat records (with provenance), the runs' manifests, and
+    the lines of their tasks.jsonl that could not be read."""
     records: list[dict] = []
     manifests: list[dict] = []
+    unread: list[Unread] = []
     seed_files: list[str] = []
     for run_dir in run_dirs:
         files = _run_files(run_dir)
         manifest = read_manifest(files, strict=True)
         manifests.append(manifest)
-        for row in read_jsonl(files.tasks):
+        rows, not_read = scan_jsonl(files.tasks)
+        unread += not_read
+        for row in rows:
             for inst in row["instances"]:
                 records.append(
                     {
@@ -114,8 +121,8 @@ def load_records(run_dirs: list[str], opts: ExportOptions) -> tuple[list[dict], 
                     }
                 )
     if not records:
-        raise UserError(f"{', '.join(run_dirs)}: no instances to export")
-    return records, manifests
+        raise UserError(f"{', '.join(run_dirs)}: no instances to export{first_unread(unread)}")
+    return records, manifests, unread
 
 
 def select(records: list[dict], opts: ExportOptions) -> list[dict]:
@@ -179,9 +186,14 @@ def _words(text: str) -> int:
 
 
 def dataset_card(
-    splits: dict[str, list[dict]], manifests: list[dict], opts: ExportOptions, runs: list[str]
+    splits: dict[str, list[dict]],
+    manifests: list[dict],
+    opts: ExportOptions,
+    runs: list[str],
+    unread: list[Unread],
 ) -> str:
-    """README.md in the Hugging Face card style: counts, lengths, model and parameters, provenance."""
+    """README.md in the Hugging Face card style: counts, lengths, model and parameters, provenance,
+    and the lines of the runs' files that could not be read."""
     all_rows = [r for rows in splits.values() for r in rows]
     n = len(all_rows)
     size = "n<1K" if n < 1000 else "1K<n<10K" if n < 10_000 else "10K<n<100K" if n < 100_000 else "100K<n<1M"
@@ -269,6 +281,9 @@ def dataset_card(
         "filtered by rules (length, keywords, ROUGE-L novelty, instance checks), not reviewed by people.",
         "",
     ]
+    if unread:
+        # A run killed mid-write, or a damaged file: the export holds every other line of it.
+        lines += ["## Lines not read", "", *(f"- {u}" for u in unread), ""]
     return "\n".join(lines)
 
 
@@ -282,8 +297,15 @@ def _write_split(fmt: str, name: str, rows: list[dict], tmp: Path) -> None:
         (tmp / f"{name}.jsonl").write_text(text, encoding="utf-8")
 
 
-def export(run_dirs: list[str], out: str, opts: ExportOptions, push_to_hub: str = "") -> dict:
-    """Write the export and its card into ``out``; returns the counts per split."""
+def export(
+    run_dirs: list[str],
+    out: str,
+    opts: ExportOptions,
+    push_to_hub: str = "",
+    on_unread: Callable[[Unread], None] | None = None,
+) -> dict:
+    """Write the export and its card into ``out``; returns the counts per split. ``on_unread`` is
+    told each line of a run file that could not be read (the card lists them too)."""
     if opts.format not in FORMATS:
         raise UserError(f"--format: unknown format '{opts.format}' (choose from {', '.join(FORMATS)})")
     if not 0 <= opts.test_size < 1:
@@ -293,7 +315,10 @@ def export(run_dirs: list[str], out: str, opts: ExportOptions, push_to_hub: str 
     out_path = Path(out)
     if out_path.exists() and not (out_path.is_dir() and not any(out_path.iterdir())) and not opts.overwrite:
         raise UserError(f"{out_path}: already exists (use --overwrite to replace it)")
-    records, manifests = load_records(run_dirs, opts)
+    records, manifests, unread = load_records(run_dirs, opts)
+    if on_unread is not None:
+        for u in unread:
+            on_unread(u)
     splits = split(select(records, opts), opts)
     rng = random.Random(opts.seed)
     rendered = {name: [render(r, opts, rng) for r in rows] for name, rows in splits.items()}
@@ -313,7 +338,9 @@ def export(run_dirs: list[str], out: str, opts: ExportOptions, push_to_hub: str 
         else:
             for name, rows in rendered.items():
                 _write_split(opts.format, name, rows, tmp)
-        (tmp / "README.md").write_text(dataset_card(splits, manifests, opts, run_dirs), encoding="utf-8")
+        (tmp / "README.md").write_text(
+            dataset_card(splits, manifests, opts, run_dirs, unread), encoding="utf-8"
+        )
         if out_path.exists():
             old = out_path.with_name(f".{out_path.name}.old")
             shutil.rmtree(old, ignore_errors=True)

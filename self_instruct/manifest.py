@@ -152,7 +152,8 @@ def write_manifest(
 ) -> dict:
     old = read_manifest(files)
     usage = files.usage.read()
-    session = {**session, "requests": _rounded(_merge(usage_counts(usage, session["id"]), _extras(stats)))}
+    live = session["id"]
+    session = {**session, "requests": _rounded(_merge(usage_counts(usage, live, live=live), _extras(stats)))}
     sessions = []
     for s in old.get("sessions", []):
         if s.get("id") == session["id"]:
@@ -162,7 +163,7 @@ def write_manifest(
         counts = _merge(usage_counts(usage, s["id"]), _extras_of_session(s))
         sessions.append({**s, "status": status, "requests": _rounded(counts)})
     sessions.append(session)
-    totals = _merge(usage_counts(usage), *(_extras_of_session(s) for s in sessions))
+    totals = _merge(usage_counts(usage, live=live), *(_extras_of_session(s) for s in sessions))
     backend = backend or old.get("backend")
     if backend and any(s.get("endpoints") for s in sessions):
         backend = {**backend, "endpoints": _endpoint_totals(sessions)}
@@ -206,14 +207,29 @@ def _endpoint_totals(sessions: list[dict]) -> list[dict]:
     return [{"url": url, "requests": c["requests"], "failures": c["failures"]} for url, c in totals.items()]
 
 
-def usage_counts(usage: list[dict], session: str | None = None) -> dict[str, Counter]:
+def usage_counts(usage: list[dict], session: str | None = None, *, live: str = "") -> dict[str, Counter]:
     """Requests, cache hits, attempts sent, retries, failures, tokens, cost and cut-off answers per
-    stage, from the usage records (of one session, or all of them)."""
+    stage, from the usage records (of one session, or all of them).
+
+    A request is put on record when it is sent (``"event": "sent"``) and again when it is answered.
+    Requests sent by a session that was killed and never answered count as ``unanswered_at_kill``,
+    with their estimated prompt tokens: the server may have answered them, and a paid one bills
+    them. The ``live`` session's are still in flight, not lost. Requests cancelled by Ctrl-C or by a
+    fatal error elsewhere count as ``cancelled``. Only answered requests count in the tokens and
+    cost (a cache hit costs nothing, so its tokens are not counted either)."""
     out: dict[str, Counter] = {}
+    sent: dict[tuple, dict] = {}
     for r in usage:
         if session is not None and r.get("session") != session:
             continue
         c = out.setdefault(r.get("stage", "?"), Counter())
+        if r.get("event") == "sent":
+            sent[(r.get("session"), r.get("request"))] = r
+            continue
+        sent.pop((r.get("session"), r.get("request")), None)
+        if r.get("cancelled"):
+            c["cancelled"] += 1
+            continue
         c["requests"] += 1
         if r.get("cached"):
             c["cache_hits"] += 1
@@ -227,6 +243,11 @@ def usage_counts(usage: list[dict], session: str | None = None) -> dict[str, Cou
         # A Counter of numbers: the cost is a float, where typeshed types a Counter's values as int.
         c["cost_usd"] += float(r.get("cost_usd") or 0.0)  # type: ignore[assignment]
         c["finish_length"] += r.get("finish_reason") == "length"
+    for (sess, _), r in sent.items():
+        if sess != live:
+            c = out[r.get("stage", "?")]
+            c["unanswered_at_kill"] += 1
+            c["unanswered_prompt_tokens_est"] += int(r.get("prompt_tokens_est") or 0)
     return {stage: +c for stage, c in out.items()}
 
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .config import Config, flatten
-from .errors import RunIncomplete, UserError
+from .errors import RunIncomplete, UserError, os_error
 from .llm import create_backend
 from .llm.base import Backend, EndpointDown, FatalError, Request
 from .llm.cache import ResponseCache
@@ -26,12 +27,12 @@ from .manifest import (
 )
 from .prompts import template_hashes
 from .provenance import changes, fingerprint, guard
-from .stages.bootstrap import run_bootstrap
-from .stages.classify import run_classify
+from .stages.bootstrap import max_bootstrap_requests, run_bootstrap
+from .stages.classify import exhausted, run_classify
 from .stages.common import StageContext
 from .stages.dataset import run_dataset
 from .stages.instances import run_instances
-from .store import RunFiles
+from .store import RunFiles, writer_lock
 from .structured import schema_text
 from .tasks import Task, load_tasks
 
@@ -39,32 +40,68 @@ STAGES = ("bootstrap", "classify", "instances", "dataset")
 MODEL_STAGES = {"bootstrap", "classify", "instances"}
 
 
+@dataclass(frozen=True)
+class Gap:
+    """Work a run left undone: why, and the settings whose limits it reached (empty: running the
+    same command again retries it; otherwise the rerun asks nothing more until one is raised)."""
+
+    reason: str
+    limits: tuple[str, ...] = ()
+
+
 @dataclass
 class RunSummary:
     run_dir: Path
     manifest: dict
     notes: list[str]
-    incomplete: list[str] = field(default_factory=list)  # why the work is not done (exit status 3)
+    incomplete: list[Gap] = field(default_factory=list)  # the work not done (exit status 3)
 
 
-def incomplete_reasons(cfg: Config, stages: tuple[str, ...], files: RunFiles) -> list[str]:
+def incomplete_reasons(cfg: Config, stages: tuple[str, ...], files: RunFiles) -> list[Gap]:
     """What the stages that ran left undone: an empty list means the run is complete."""
     accepted = files.instructions.read()
     classified = {r["id"] for r in files.classifications.read()}
     generated = {r["id"] for r in files.instances.read()}
-    reasons = []
+    gaps: list[Gap] = []
     if "bootstrap" in stages and len(accepted) < cfg.target:
-        reasons.append(f"bootstrap accepted {len(accepted)} of {cfg.target} instructions")
-    if "classify" in stages and (n := sum(r["id"] not in classified for r in accepted)):
-        reasons.append(f"{n} instructions have no yes/no classification")
+        sent = len(files.bootstrap_log.read())
+        said = f"bootstrap accepted {len(accepted)} of {cfg.target} instructions"
+        if sent >= max_bootstrap_requests(cfg):
+            gaps.append(Gap(f"{said} in {sent} requests, its limit", ("bootstrap.max_requests",)))
+        else:
+            gaps.append(Gap(said))
+    if "classify" in stages:
+        undecided = [r["id"] for r in accepted if r["id"] not in classified]
+        used_up = exhausted(files, cfg.classify.max_attempts, set(undecided))
+        if len(undecided) > len(used_up):
+            gaps.append(Gap(f"{len(undecided) - len(used_up)} instructions have no yes/no classification"))
+        if used_up:
+            causes = Counter(used_up.values())
+            said = ", ".join(f"{r} x{n}" for r, n in causes.most_common())
+            if "truncated" in causes:  # a longer answer would help, but it changes what the run is
+                name = "classify.max_tokens" if _completions(cfg, files) else "classify.chat_max_tokens"
+                said += f"; cut off at {name}, which only --force can change in this run directory"
+            gaps.append(
+                Gap(
+                    f"{len(used_up)} instructions got {cfg.classify.max_attempts} unusable answers each, "
+                    f"all classify.max_attempts allows ({said})",
+                    ("classify.max_attempts",),
+                )
+            )
     if "instances" in stages and (n := len(classified - generated)):
-        reasons.append(f"{n} classified instructions have no instances")
+        gaps.append(Gap(f"{n} classified instructions have no instances"))
     outstanding = outstanding_failures(files, cfg.target)
     if outstanding:
-        reasons.append(
-            f"{len(outstanding)} failed requests in failures.jsonl ({failure_causes(outstanding)})"
+        gaps.append(
+            Gap(f"{len(outstanding)} failed requests in failures.jsonl ({failure_causes(outstanding)})")
         )
-    return reasons
+    return gaps
+
+
+def _completions(cfg: Config, files: RunFiles) -> bool:
+    """Whether the run asks through the completions API (as its manifest records the backend)."""
+    backend = read_manifest(files).get("backend") or {}
+    return backend.get("api", cfg.llm.api) == "completions"
 
 
 def make_engine(cfg: Config, backend: Backend, default_cache_dir: Path) -> Engine:
@@ -155,35 +192,44 @@ async def _run(
         backend = create_backend(cfg.llm, cfg.seed)
     if cfg.llm.batch_api and backend is not None and not backend.batch_api:
         raise UserError("setting 'llm.batch_api' needs the openai backend")
-    # Check the endpoint before touching the run directory: a typo in --base-url leaves no trace.
-    if backend is not None:
-        try:
-            await backend.check()
-        except FatalError as e:
+    try:
+        # Check the endpoint before touching the run directory: a typo in --base-url leaves no trace.
+        if backend is not None:
+            try:
+                await backend.check()
+            except FatalError as e:
+                raise UserError(str(e)) from None
+        # One writer at a time: everything this session builds on is read under the lock.
+        with writer_lock(files.root, command):
+            return await _run_locked(cfg, stages, seeds, files, backend, force, command)
+    except OSError as e:  # a file where the run directory should be, a read-only disk, a full one
+        raise os_error(e) from None
+    finally:
+        if backend is not None:
             await backend.close()
-            raise UserError(str(e)) from None
-    # Refuse to mix two runs in one directory, before touching it.
+
+
+async def _run_locked(
+    cfg: Config,
+    stages: tuple[str, ...],
+    seeds: list[Task],
+    files: RunFiles,
+    backend: Backend | None,
+    force: bool,
+    command: str,
+) -> RunSummary:
+    # Refuse to mix two runs in one directory, before writing to it.
     previous = read_manifest(files)
     fp = fingerprint(
         cfg, file_sha256(cfg.seed_path), template_hashes(), backend.describe() if backend else None
     )
-    try:
-        forced = guard(files.root, previous.get("provenance"), fp, force)
-    except UserError:
-        if backend:
-            await backend.close()
-        raise
+    forced = guard(files.root, previous.get("provenance"), fp, force)
     provenance = {**(previous.get("provenance") or {}), **fp}
-    files.root.mkdir(parents=True, exist_ok=True)
     engine = make_engine(cfg, backend, files.root) if backend else None
     structured: dict | None = previous.get("structured")
     notes: list[str] = []
     if backend is not None:
-        try:
-            structured = await resolve_structured(cfg, backend, structured)
-        except BaseException:
-            await backend.close()
-            raise
+        structured = await resolve_structured(cfg, backend, structured)
         if cfg.llm.structured == "auto" and not structured["on"]:
             notes.append(structured["note"])
     ctx = StageContext(cfg, engine, files, structured=bool(structured and structured["on"]))
@@ -241,7 +287,8 @@ async def _run(
                 if result.stopped == "max_requests":
                     notes.append(
                         f"bootstrap stopped after {result.requests} requests with {result.accepted} of "
-                        f"{cfg.target} instructions (bootstrap.max_requests); see rejected.jsonl for why"
+                        f"{cfg.target} instructions (bootstrap.max_requests)"
+                        + ("; see rejected.jsonl for why" if files.rejected.path.exists() else "")
                     )
             elif stage == "classify":
                 _, method = await run_classify(ctx, seeds)
@@ -256,9 +303,15 @@ async def _run(
                 undecided = len(files.instructions.read()) - len(files.classifications.read())
                 if undecided:
                     notes.append(
-                        f"{undecided} instructions have no yes/no classification yet (unusable answers are "
-                        "in rejected.jsonl, failed requests in failures.jsonl); run the command again to "
-                        "retry, or raise classify.max_attempts"
+                        f"{undecided} instructions have no yes/no classification yet: "
+                        + "; ".join(
+                            f"{what} in {path.name}"
+                            for what, path in (
+                                ("unusable answers", files.rejected.path),
+                                ("failed requests", files.failures.path),
+                            )
+                            if path.exists()
+                        )
                     )
             elif stage == "instances":
                 await run_instances(ctx)
@@ -274,19 +327,31 @@ async def _run(
         session["status"] = "finished"
     except EndpointDown as e:
         session["status"] = "stopped"
-        raise RunIncomplete(f"{e}; see failures.jsonl; run the same command again to resume") from None
+        see = "; see failures.jsonl" if files.failures.path.exists() else ""
+        raise RunIncomplete(f"{e}{see}; run the same command again to resume") from None
     except FatalError as e:
         session["status"] = "failed"
         raise UserError(str(e)) from None
+    except OSError as e:
+        error = os_error(e)
+        session["status"] = "stopped" if isinstance(error, RunIncomplete) else "failed"
+        session["error"] = str(error)
+        raise error from None
     except (KeyboardInterrupt, asyncio.CancelledError):
         session["status"] = "interrupted"
         raise
     finally:
         if engine is not None:  # requests a stage left at the server: on record, or cancelled
             await engine.drain(cancel=session["status"] != "finished")
-        manifest = save()
-        if backend:
-            await backend.close()
-        if engine and engine.cache:
-            engine.cache.close()
+        try:
+            manifest = save()
+        except OSError as e:
+            # Ending with an error already: the manifest of the last save stands (a full disk may
+            # have no room for a new one), and the error that ended the session is the one to tell.
+            if session["status"] == "finished":
+                session["status"] = "stopped"
+                raise os_error(e) from None
+        finally:
+            if engine and engine.cache:
+                engine.cache.close()
     return RunSummary(files.root, manifest, notes, incomplete_reasons(cfg, stages, files))

@@ -12,7 +12,7 @@ cache, the endpoint URLs, prices, the target, progress bars) are free to change 
 
 from __future__ import annotations
 
-from .config import Config, settings
+from .config import Config, get_value, settings
 from .errors import UserError
 
 # Settings that do not change what a run produces.
@@ -50,17 +50,10 @@ FREE = {
 }
 
 
-def _value(cfg: Config, name: str):
-    target: object = cfg
-    for part in name.split("."):
-        target = getattr(target, part)
-    return target
-
-
 def fingerprint(cfg: Config, seed_sha256: str, templates: dict, backend: dict | None) -> dict:
     """Every setting that changes the output, by name, with the seed file's and templates' hashes
     and the backend as it describes itself."""
-    fp = {name: _value(cfg, name) for name in settings() if name not in FREE}
+    fp = {name: get_value(cfg, name) for name in settings() if name not in FREE}
     fp["seed_file.sha256"] = seed_sha256
     fp["templates.sha256"] = templates
     if backend:

@@ -1,19 +1,30 @@
-"""Append-only JSONL stores that survive a crash.
+"""A run directory on disk: append-only JSONL stores that survive a crash, atomic whole-file
+writes, lenient reading for readers, and the lock that keeps one writer per run directory.
 
 Each append writes whole lines, then flushes and fsyncs, so after a kill the file holds every record
 that was reported written, plus at most one torn last line. Opening a store for append detects that
-torn line (no trailing newline) and cuts it off, so the next record starts on a clean line.
+torn line (no trailing newline) and cuts it off, so the next record starts on a clean line. An
+append that fails (a full disk) takes back what it wrote: all of its records or none.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
-from collections.abc import Iterable
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import jsonlines
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; a second writer is not detected there
+    fcntl = None  # type: ignore[assignment]
 
 from .errors import UserError
 
@@ -70,6 +81,60 @@ def read_jsonl(path: str | Path) -> list[dict]:
     return records
 
 
+@dataclass(frozen=True)
+class Unread:
+    """A line a reader could not use: torn (a write cut short) or not a JSON object."""
+
+    path: Path
+    line: int
+    why: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: {self.why}; the line was not read"
+
+
+def first_unread(unread: list[Unread]) -> str:
+    """For an error that ends a reader before it could report the unread lines: the first of them."""
+    return f" ({len(unread)} unread lines; the first: {unread[0]})" if unread else ""
+
+
+def scan_jsonl(path: str | Path) -> tuple[list[dict], list[Unread]]:
+    """Every readable record of a JSONL file, and each line that could not be read (for readers:
+    export, view and analyze report those lines instead of dropping them silently or stopping).
+
+    A last line without its newline is a torn write: reported, never parsed, even if it happens to
+    be valid JSON, since the writer that resumes the run cuts it off."""
+    numbered, unread = scan_jsonl_lines(path)
+    return [obj for _, obj in numbered], unread
+
+
+def scan_jsonl_lines(path: str | Path) -> tuple[list[tuple[int, dict]], list[Unread]]:
+    """``scan_jsonl`` with each record's line number (for errors about a record's content)."""
+    path = Path(path)
+    if not path.exists():
+        return [], []
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    tail = lines.pop()  # b"" when the file ends with a newline
+    records: list[tuple[int, dict]] = []
+    unread: list[Unread] = []
+    for number, raw in enumerate(lines, 1):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            unread.append(Unread(path, number, f"unreadable line ({e.__class__.__name__}: {e})"))
+            continue
+        if isinstance(obj, dict):
+            records.append((number, obj))
+        else:
+            unread.append(Unread(path, number, f"not a JSON object ({type(obj).__name__})"))
+    if tail:
+        unread.append(Unread(path, len(lines) + 1, "torn last line (no newline: a write cut short)"))
+    return records, unread
+
+
 class JsonlStore:
     """One append-only JSONL file."""
 
@@ -88,14 +153,26 @@ class JsonlStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         repair_torn_tail(self.path)
         created = not self.path.exists()
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(lines)
-            f.flush()
-            if sync:
-                os.fsync(f.fileno())
+        with self.path.open("ab") as f:
+            before = f.tell()
+            try:
+                f.write(lines.encode("utf-8"))
+                f.flush()
+                if sync:
+                    os.fsync(f.fileno())
+            except OSError as e:
+                # A full disk took part of the lines: take them all back, so an append writes all
+                # of its records or none (truncating frees space, so it works on a full disk too).
+                f.truncate(before)
+                raise named(e, self.path) from None
         if created:  # the new file's name must survive a power loss too
             fsync_dir(self.path.parent)
         return lines.count("\n")
+
+
+def named(e: OSError, path: Path) -> OSError:
+    """The error naming the file it happened to: a failed write of an open file names none."""
+    return e if e.filename else OSError(e.errno, e.strerror, str(path))
 
 
 def fsync_dir(path: Path) -> None:
@@ -126,12 +203,19 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     a reader sees the old file or the new one, never half of one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    # A name of this writer's own: two writers never share a temporary file.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "xb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:  # a full disk, a kill by Ctrl-C: no temporary file is left behind
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise named(e, path) from None
+        raise
     fsync_dir(path.parent)
 
 
@@ -188,3 +272,65 @@ class RunFiles:
     @property
     def calibration(self) -> Path:
         return self.root / "calibration.json"
+
+
+# --- one writer per run directory: an exclusive lock that every command writing a run holds.
+#
+# Two processes appending to one run directory would each grow the pool from its own view of it, and
+# the files would hold both (duplicated ids, twice the rows). So a writer takes ``flock`` on the
+# directory's ``.lock`` file before it reads anything it will build on, and holds it until it ends.
+# The lock belongs to the open file, so the kernel releases it when the process ends in any way,
+# SIGKILL included: a stale lock of a dead process is simply taken by the next writer. The file
+# itself stays, holding the last holder's PID, start time and command line, which is what a refused
+# second writer prints.
+#
+# Readers (export, view, analyze) take no lock: every file is appended in whole lines or replaced
+# through a rename, so they never see half-written state.
+
+LOCK_NAME = ".lock"
+
+
+def _holder(fd: int) -> str:
+    """Who holds the lock, from what the holder wrote into the file (it writes just after taking
+    it, so a moment's wait covers a holder that has not written yet)."""
+    for _ in range(20):
+        os.lseek(fd, 0, os.SEEK_SET)
+        text = os.read(fd, 4096).decode("utf-8", "replace")
+        try:
+            info = json.loads(text)
+        except ValueError:
+            time.sleep(0.025)
+            continue
+        command = f", {info['command']}" if info.get("command") else ""
+        return f"process {info.get('pid')} (started {info.get('started')}{command})"
+    return "another process"
+
+
+@contextmanager
+def writer_lock(root: Path, command: str = "") -> Iterator[None]:
+    """Hold ``root``'s writer lock for the duration (``root`` is created if missing).
+
+    A UserError (exit status 2) names the holder when another live process writes ``root``."""
+    root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                    raise
+                raise UserError(
+                    f"{root}: another self-instruct is writing this run directory: {_holder(fd)}; "
+                    "wait for it to end, or stop it, then run the command again"
+                ) from None
+        info = {
+            "pid": os.getpid(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "command": command,
+        }
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(info).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock

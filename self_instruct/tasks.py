@@ -10,6 +10,7 @@ Two on-disk shapes are accepted:
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,25 +76,14 @@ def load_tasks(path: str | Path) -> list[Task]:
 
     A seed-schema task that repeats an earlier instruction is an error: generation needs each
     seed once."""
-    return _load_tasks(Path(path), allow_repeats=False)[0]
-
-
-def load_tasks_counting_repeats(path: str | Path) -> tuple[list[Task], int]:
-    """Like ``load_tasks``, for analysis: a repeated instruction is data, not an error. Its
-    instances join the first task of that instruction; returns the tasks and how many repeats."""
-    return _load_tasks(Path(path), allow_repeats=True)
-
-
-def _load_tasks(path: Path, *, allow_repeats: bool) -> tuple[list[Task], int]:
-    repeats = 0
+    path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: seed file not found")
-    tasks: list[Task] = []
-    by_instruction: dict[str, Task] = {}
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
         raise UserError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    records = []
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -104,6 +94,22 @@ def _load_tasks(path: Path, *, allow_repeats: bool) -> tuple[list[Task], int]:
             raise UserError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
         if not isinstance(obj, dict):
             raise UserError(f"{where}: expected a JSON object")
+        records.append((where, obj))
+    tasks, _ = tasks_from_records(records, allow_repeats=False)
+    if not tasks:
+        raise UserError(f"{path}: no tasks in seed file")
+    return tasks
+
+
+def tasks_from_records(records: Iterable[tuple[str, dict]], *, allow_repeats: bool) -> tuple[list[Task], int]:
+    """Tasks from records in either accepted shape, each given with where it was read (``file:line``,
+    named by any error). ``allow_repeats`` (analysis: a repeat is data, not an error): a seed-schema
+    task that repeats an earlier instruction adds its instances to the first; returns the tasks and
+    how many repeats there were."""
+    repeats = 0
+    tasks: list[Task] = []
+    by_instruction: dict[str, Task] = {}
+    for where, obj in records:
         instruction = _need_str(obj, "instruction", where).strip()
         if "instances" in obj:
             is_cls = obj.get("is_classification")
@@ -138,8 +144,6 @@ def _load_tasks(path: Path, *, allow_repeats: bool) -> tuple[list[Task], int]:
             owner.instances.append(inst)
         else:
             raise UserError(f"{where}: expected 'instances' (seed schema) or 'output' (flat schema)")
-    if not tasks:
-        raise UserError(f"{path}: no tasks in seed file")
     return tasks, repeats
 
 

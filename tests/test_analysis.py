@@ -269,6 +269,27 @@ def test_run_directory_rejections_tokens_and_seed_similarity(tmp_path, seeds, nl
     assert saved["inputs"][0]["run"]["rejected"]["total"] == 6
 
 
+def test_model_text_never_reaches_report_md_as_html(tmp_path, seeds, nlp):
+    run = make_run(tmp_path / "outputs" / "run1", seeds)
+    tasks = [
+        {
+            "id": "m1",
+            "instruction": "Describe the <img src=x onerror=alert(1)> image & its <svg onload=alert(2)> logo",
+            "instances": [{"input": "<script>alert(3)</script>", "output": "<b>bold</b>"}],
+            "is_classification": False,
+        }
+    ]
+    write_jsonl(run / "tasks.jsonl", tasks)
+    hostile = "Explain <svg onload=alert(4)> and <img src=x onerror=alert(5)> to a child."
+    write_jsonl(run / "rejected.jsonl", [{"stage": "bootstrap", "reason": "keyword", "instruction": hostile}])
+    analyze([str(run)], str(tmp_path / "out"), progress=False)
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "<img" not in md and "<svg" not in md and "<script" not in md
+    assert hostile.replace("<", "&lt;").replace(">", "&gt;") in md  # escaped, still readable
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "<img src=x" not in page and "<svg" not in page and "&lt;svg onload=alert(4)&gt;" in page
+
+
 def test_run_directory_without_dataset_is_refused(tmp_path):
     run = tmp_path / "partial"
     run.mkdir()

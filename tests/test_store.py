@@ -27,4 +27,4 @@ def test_atomic_write_replaces_whole_file(tmp_path):
     write_jsonl_atomic(p, [{"x": "é"}])
     write_jsonl_atomic(p, [{"x": 1}, {"x": 2}])
     assert read_jsonl(p) == [{"x": 1}, {"x": 2}]
-    assert not (tmp_path / "out.jsonl.tmp").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl"]  # no temporary file left

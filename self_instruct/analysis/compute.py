@@ -35,6 +35,9 @@ def analyze_one(
     out: dict = {"path": loaded.path, "label": label, "kind": loaded.kind}
     out["dataset"] = st.dataset_stats(tasks)
     out["dataset"]["repeated_instructions"] = loaded.repeated
+    # Lines of the input's files that were not read: in the report's notes, and for the command to print.
+    out["unread"] = [str(u) for u in loaded.unread]
+    notes += out["unread"]
     if loaded.repeated:
         notes.append(
             f"{loaded.repeated} tasks repeat an earlier instruction: counted once, with their instances "

@@ -8,7 +8,10 @@ Accepted inputs:
 - a directory written by ``datasets.Dataset.save_to_disk`` (a Dataset or a DatasetDict, whose
   splits are concatenated) with ``instruction``, ``output`` and optionally ``input`` columns.
 
-Anything else, or an input with no rows, is a UserError naming the path.
+Anything else, or an input with no rows, is a UserError naming the path. JSON Lines (a run's files
+too) are read with ``scan_jsonl``: a torn or unreadable line is kept in ``Loaded.unread`` for the
+report and the command to name, and the rest is analysed; a readable record that is no task is bad
+input, named by its line.
 """
 
 from __future__ import annotations
@@ -19,8 +22,8 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..manifest import read_manifest
-from ..store import RunFiles, read_jsonl
-from ..tasks import Instance, Task, load_tasks, load_tasks_counting_repeats
+from ..store import RunFiles, Unread, first_unread, scan_jsonl, scan_jsonl_lines
+from ..tasks import Instance, Task, load_tasks, tasks_from_records
 
 
 @dataclass
@@ -42,6 +45,7 @@ class Loaded:
     tasks: list[Task]
     run: RunInfo | None = None
     repeated: int = 0  # seed-schema tasks that repeated an earlier instruction (merged into it)
+    unread: list[Unread] = field(default_factory=list)  # lines of its JSON Lines that were not read
 
 
 def _group(rows: list[tuple[str, str, str]]) -> list[Task]:
@@ -74,6 +78,15 @@ def _row(obj, where: str) -> tuple[str, str, str]:
     return values[0], values[1], values[2]
 
 
+def _load_jsonl(path: Path) -> tuple[list[Task], int, list[Unread]]:
+    """The tasks of a JSON Lines file in either schema of ``load_tasks`` (seed records, flat rows),
+    how many seed records repeated an earlier instruction (their instances join the first: for
+    analysis a repeat is data, not an error), and the lines that could not be read."""
+    numbered, unread = scan_jsonl_lines(path)
+    tasks, repeats = tasks_from_records(((f"{path}:{n}", obj) for n, obj in numbered), allow_repeats=True)
+    return tasks, repeats, unread
+
+
 def _read_text(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
@@ -84,29 +97,31 @@ def _read_text(path: Path) -> str:
 
 
 def _load_file(path: Path) -> Loaded:
-    text = _read_text(path)
-    start = text.lstrip()[:1]
+    try:
+        start = path.read_bytes().lstrip()[:1]  # bytes: a JSON Lines file may hold a line of no UTF-8
+    except OSError as e:
+        raise UserError(f"{path}: cannot read ({e.strerror})") from None
     if not start:
         raise UserError(f"{path}: empty file, nothing to analyse")
-    if start == "[":
+    if start == b"[":
         try:
-            data = json.loads(text)
+            data = json.loads(_read_text(path))
         except json.JSONDecodeError as e:
             raise UserError(f"{path}:{e.lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
         if not data:
             raise UserError(f"{path}: empty list, nothing to analyse")
         rows = [_row(obj, f"{path}: item {k}") for k, obj in enumerate(data)]
         return Loaded(str(path), "alpaca", _group(rows))
-    if start == "{":
+    if start == b"{" or path.suffix == ".jsonl":  # a .jsonl file whose first line is damaged too
         if path.suffix == ".json":
             try:
-                data = json.loads(text)
-            except json.JSONDecodeError:
+                data = json.loads(_read_text(path))
+            except (UserError, json.JSONDecodeError):
                 data = None  # JSON Lines under a .json name: read it as such below
             if isinstance(data, dict):
                 raise UserError(f"{path}: a JSON object; expected a JSON list of records or JSON Lines")
-        tasks, repeats = load_tasks_counting_repeats(path)
-        return Loaded(str(path), "jsonl", tasks, repeated=repeats)
+        tasks, repeats, unread = _load_jsonl(path)
+        return Loaded(str(path), "jsonl", tasks, repeated=repeats, unread=unread)
     raise UserError(f"{path}: neither JSON Lines nor a JSON list of records")
 
 
@@ -180,22 +195,34 @@ def _load_run(path: Path) -> Loaded:
             f"{path}: run directory without a dataset yet (no tasks.jsonl or dataset.jsonl with rows; "
             "run `self-instruct dataset` first)"
         )
-    tasks = load_tasks(source)
+    tasks, _, unread = _load_jsonl(source)
+    if not tasks:
+        raise UserError(f"{source}: no task could be read{first_unread(unread)}")
     calibration = None
     if files.calibration.is_file():
         try:
             calibration = json.loads(_read_text(files.calibration))
         except json.JSONDecodeError as e:
             raise UserError(f"{files.calibration}:{e.lineno}: invalid JSON ({e.msg})") from None
+    rejected, failures, classifications = (
+        _scan(p, unread) for p in (files.rejected.path, files.failures.path, files.classifications.path)
+    )
     run = RunInfo(
-        rejected=read_jsonl(files.rejected.path),
-        failures=read_jsonl(files.failures.path),
+        rejected=rejected,
+        failures=failures,
         manifest=manifest,
         seed_file=_find_seed_file(path, manifest),
         calibration=calibration,
-        margins=[r["margin"] for r in read_jsonl(files.classifications.path) if "margin" in r],
+        margins=[r["margin"] for r in classifications if "margin" in r],
     )
-    return Loaded(str(path), "run", tasks, run)
+    return Loaded(str(path), "run", tasks, run, unread=unread)
+
+
+def _scan(path: Path, unread: list[Unread]) -> list[dict]:
+    """A run file's records; the lines it could not read join ``unread``."""
+    records, not_read = scan_jsonl(path)
+    unread += not_read
+    return records
 
 
 def load_input(path: str | Path) -> Loaded:
@@ -215,7 +242,7 @@ def load_input(path: str | Path) -> Loaded:
         )
     loaded = _load_file(p)
     if not loaded.tasks:
-        raise UserError(f"{p}: no rows to analyse")
+        raise UserError(f"{p}: no rows to analyse{first_unread(loaded.unread)}")
     return loaded
 
 

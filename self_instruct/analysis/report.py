@@ -1,6 +1,7 @@
 """The report: one list of blocks (headings, paragraphs, tables, figures) rendered twice, as one
 self-contained HTML page (figures inline as base64 PNG data URIs, no external reference) and as
-markdown (figures as PNG files next to it, linked by relative name), so both show the same numbers."""
+markdown (figures as PNG files next to it, linked by relative name), so both show the same numbers.
+Both escape every text they hold: it includes the model's words, which must never be read as HTML."""
 
 from __future__ import annotations
 
@@ -139,17 +140,24 @@ def to_html(report: Report) -> str:
     return "\n".join(out)
 
 
+def _md_text(text: str) -> str:
+    """Text as markdown shows it, never as HTML: model text such as ``<img src=x onerror=...>`` would
+    run in a viewer that renders the HTML in markdown. Entities, since every renderer reads them."""
+    return html.escape(text, quote=False)
+
+
 def _md_cell(text: str) -> str:
+    text = _md_text(text)
     return text.replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ")
 
 
 def to_markdown(report: Report) -> str:
-    out = [f"# {report.title}", ""]
+    out = [f"# {_md_text(report.title)}", ""]
     for b in report.blocks:
         if isinstance(b, Heading):
-            out += ["#" * b.level + " " + b.text, ""]
+            out += ["#" * b.level + " " + _md_text(b.text), ""]
         elif isinstance(b, Para):
-            out += [b.text, ""]
+            out += [_md_text(b.text), ""]
         elif isinstance(b, Table):
             out.append("| " + " | ".join(_md_cell(h) for h in b.headers) + " |")
             out.append("|" + "|".join("---" if a == "l" else "---:" for a in b.aligns()) + "|")

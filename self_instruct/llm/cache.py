@@ -8,9 +8,13 @@ serving the same model, and it never holds a secret. Only successful responses a
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import os
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from .base import Request, Response
@@ -29,10 +33,24 @@ class ResponseCache:
         # several runs (a batch) can share one cache file. synchronous=NORMAL: a put survives a crash
         # or kill of the process; a power loss may lose the last puts, which only means asking the
         # model again (the run's own files are fsynced).
-        self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        with self._os_errors():
+            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+            )
+
+    @contextmanager
+    def _os_errors(self) -> Iterator[None]:
+        """SQLite's "database or disk is full" and "readonly database" as the OSError they stand
+        for, naming the cache file, so the run ends with the same one line as any full disk."""
+        try:
+            yield
+        except sqlite3.OperationalError as e:
+            text = str(e)
+            code = errno.ENOSPC if "full" in text else errno.EROFS if "readonly" in text else errno.EIO
+            raise OSError(code, f"{os.strerror(code)} (SQLite: {text})", str(self.path)) from None
 
     def get(self, key: str) -> Response | None:
         row = self._db.execute("SELECT value FROM responses WHERE key = ?", (key,)).fetchone()
@@ -56,10 +74,11 @@ class ResponseCache:
         }
         if response.top_logprobs is not None:
             value["top_logprobs"] = response.top_logprobs
-        self._db.execute(
-            "INSERT OR REPLACE INTO responses (key, value) VALUES (?, ?)",
-            (key, json.dumps(value, ensure_ascii=False)),
-        )
+        with self._os_errors():
+            self._db.execute(
+                "INSERT OR REPLACE INTO responses (key, value) VALUES (?, ?)",
+                (key, json.dumps(value, ensure_ascii=False)),
+            )
 
     def close(self) -> None:
         self._db.close()

@@ -159,6 +159,7 @@ class Engine:
         )
         self._slots: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
         self._detached: set[asyncio.Task] = set()  # requests closed pipes left behind
+        self._numbered = 0  # requests sent so far (cache misses), numbered for the usage records
 
     async def drain(self, *, cancel: bool = False) -> None:
         """Wait for (or cancel) the requests closed pipes left behind: once sent they are paid for, so
@@ -251,6 +252,7 @@ class Engine:
         stage: str,
         seconds: float,
         price_factor: float = 1.0,
+        number: int | None = None,
     ) -> None:
         """Count a response the model answered, cache it when it succeeded, and log its usage."""
         if self.cache is not None and key is not None and response.ok:
@@ -262,9 +264,18 @@ class Engine:
             stats["cost_usd"] += cost
         if response.finish_reason == "length":
             stats["finish_length"] += 1
-        self._log(stage, response, cached=False, seconds=seconds, cost=cost)
+        self._log(stage, response, cached=False, seconds=seconds, cost=cost, number=number)
 
-    def _log(self, stage: str, response: Response, *, cached: bool, seconds: float, cost: float) -> None:
+    def _log(
+        self,
+        stage: str,
+        response: Response,
+        *,
+        cached: bool,
+        seconds: float,
+        cost: float,
+        number: int | None = None,
+    ) -> None:
         """One usage record per request, live or from the cache, to ``self.usage`` (the run's
         usage.jsonl): what a killed session did is known from these, not from memory."""
         if self.usage is None:
@@ -283,6 +294,8 @@ class Engine:
             record["cost_usd"] = cost
         if response.meta.get("endpoint"):
             record["endpoint"] = response.meta["endpoint"]
+        if number is not None:  # the answer to the request put on record by _intent
+            record["request"] = number
         self.usage(record)
 
     async def _one(self, request: Request, stats: Stats, stage: str) -> Response:
@@ -292,10 +305,42 @@ class Engine:
             self._log(stage, cached, cached=True, seconds=0.0, cost=0.0)
             return cached
         async with self._semaphore():
+            number = self._intent(stage, request)
             t0 = time.perf_counter()
-            response = await self._send(request, stats)
-        self._account(stats, key, response, stage=stage, seconds=time.perf_counter() - t0)
+            try:
+                response = await self._send(request, stats)
+            except BaseException as e:  # cancelled (Ctrl-C, a FatalError elsewhere) or fatal
+                self._ended(stage, number, e)
+                raise
+        self._account(stats, key, response, stage=stage, seconds=time.perf_counter() - t0, number=number)
         return response
+
+    def _intent(self, stage: str, request: Request) -> int:
+        """Put a request on record before it is sent: a session killed while it is at the server
+        leaves this line without an answer, counted as ``unanswered_at_kill`` (the server may have
+        answered it, and a paid one bills it). Returns the request's number in this engine."""
+        self._numbered += 1
+        if self.usage is not None:
+            estimate = len(request.prompt) // 4
+            self.usage(
+                {"event": "sent", "stage": stage, "request": self._numbered, "prompt_tokens_est": estimate}
+            )
+        return self._numbered
+
+    def _ended(self, stage: str, number: int, error: BaseException) -> None:
+        """A request that went out and came back with no answer to apply: on record as cancelled."""
+        if self.usage is not None:
+            cancelled = isinstance(error, asyncio.CancelledError)
+            self.usage(
+                {
+                    "stage": stage,
+                    "request": number,
+                    "cancelled": cancelled,
+                    "ok": False,
+                    "finish_reason": "cancelled" if cancelled else "error",
+                    "error": "" if cancelled else str(error)[:200],
+                }
+            )
 
     async def run(
         self,

@@ -33,7 +33,7 @@ def openai_error(e: Exception) -> TransientError | FatalError:
     if isinstance(e, openai.InternalServerError):
         return TransientError(f"{e.status_code} server error: {e.message}", retry_after=_retry_after(e))
     if isinstance(e, openai.APITimeoutError):
-        return TransientError("timeout")
+        return TransientError("timeout: no answer within llm.timeout")
     if isinstance(e, openai.APIConnectionError):
         return TransientError(f"connection error: {e}")
     if isinstance(e, openai.AuthenticationError | openai.PermissionDeniedError):
@@ -131,6 +131,7 @@ class OpenAIBackend(BackendBase):
     ) -> None:
         self.model = model
         self.api = api
+        self.timeout = timeout
         self.max_concurrency = max_concurrency
         self.json_form = "json_schema"  # how response_format carries a schema (see probe_structured)
         self.rest_after = rest_after
@@ -153,7 +154,10 @@ class OpenAIBackend(BackendBase):
         for ep in self.endpoints:
             try:
                 await ep.client.models.list()
-            except (openai.APIConnectionError, openai.APITimeoutError) as e:
+            except openai.APITimeoutError:
+                unreachable.append(f"{ep.url} (no answer within llm.timeout = {self.timeout:g} s)")
+                ep.rested_until = time.monotonic() + self.rest_seconds
+            except openai.APIConnectionError as e:
                 unreachable.append(f"{ep.url} ({e.__class__.__name__}: {e})")
                 ep.rested_until = time.monotonic() + self.rest_seconds
             except openai.AuthenticationError as e:
@@ -163,7 +167,8 @@ class OpenAIBackend(BackendBase):
             except openai.APIStatusError:
                 pass  # some compatible servers have no /models; generation requests will tell
         if len(unreachable) == len(self.endpoints):
-            raise FatalError(f"llm.base_url: cannot reach {'; '.join(unreachable)}")
+            setting = "llm.timeout" if all("llm.timeout" in u for u in unreachable) else "llm.base_url"
+            raise FatalError(f"{setting}: cannot reach {'; '.join(unreachable)}")
 
     def _pick(self) -> Endpoint:
         now = time.monotonic()

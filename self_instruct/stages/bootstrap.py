@@ -34,6 +34,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ..config import Config
 from ..filters import check_instruction
 from ..llm.base import Request
 from ..novelty import NoveltyIndex
@@ -55,6 +56,11 @@ class BootstrapResult:
     requests: int
     stopped: str  # "target" or "max_requests"
     wasted: int = 0  # requests answered in this session but not applied (past the target)
+
+
+def max_bootstrap_requests(cfg: Config) -> int:
+    """The requests bootstrap may send in all (bootstrap.max_requests; 0: 20 x target + 50)."""
+    return cfg.bootstrap.max_requests or 20 * cfg.target + 50
 
 
 def sample_prompt_instructions(
@@ -211,7 +217,7 @@ async def run_bootstrap(ctx: StageContext, seed_tasks: list[Task]) -> BootstrapR
     machine = [r["instruction"] for r in accepted]
     made_by = [r["request"] for r in accepted]  # the request that made each, ascending
     n_rejected = sum(1 for r in ctx.files.rejected.read() if r.get("stage") == STAGE)
-    max_requests = b.max_requests or 20 * cfg.target + 50
+    max_requests = max_bootstrap_requests(cfg)
     next_apply = max(applied) + 1 if applied else 0
     next_send = next_apply
     sent: deque[tuple[Request, list[str]]] = deque()  # in flight: each request and its shown tasks

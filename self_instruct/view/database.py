@@ -4,6 +4,10 @@ Every table has a ``run`` column (the run directory's name). The database is reb
 changed: the size and modification time of every file it is built from are kept in its ``_meta``
 table, and a build whose record differs is replaced. A new build is written to a temporary file and
 renamed into place, so a reader never sees half a database. Run directories are only read.
+
+A line of a run file that cannot be read (a torn last line, a line that is not a JSON object) is left
+out of the tables and recorded in the ``unread`` table, so that a database that is up to date still
+reports it.
 """
 
 from __future__ import annotations
@@ -14,12 +18,12 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UserError
 from ..manifest import read_manifest
-from ..store import RunFiles, read_jsonl
+from ..store import RunFiles, Unread, scan_jsonl
 from .metadata import FTS, INDEXES, primary_key, schema
 
 # The files a database is built from: a change to any of them makes it stale.
@@ -122,6 +126,18 @@ def fingerprint(runs: list[Run]) -> str:
 # ---------------------------------------------------------------------------------------- rows
 
 
+@dataclass
+class Reader:
+    """Reads run files for the tables with scan_jsonl, keeping the lines it could not read: one entry
+    per file, however many tables read it."""
+
+    unread: dict[Path, list[Unread]] = field(default_factory=dict)
+
+    def __call__(self, path: Path) -> list[dict]:
+        records, self.unread[path] = scan_jsonl(path)
+        return records
+
+
 def _json(value) -> str | None:
     return None if value is None else json.dumps(value, ensure_ascii=False)
 
@@ -159,10 +175,10 @@ def run_row(run: Run) -> dict:
     }
 
 
-def instruction_rows(run: Run) -> Iterator[dict]:
+def instruction_rows(run: Run, read: Reader) -> Iterator[dict]:
     """Accepted machine instructions with their classification and their 10 most similar entries."""
-    classes = {r["id"]: r for r in run.files.classifications.read()}
-    for r in run.files.instructions.read():
+    classes = {r["id"]: r for r in read(run.files.classifications.path)}
+    for r in read(run.files.instructions.path):
         similar = r.get("most_similar") or []
         c = classes.get(r["id"], {})
         yield {
@@ -180,8 +196,8 @@ def instruction_rows(run: Run) -> Iterator[dict]:
         }
 
 
-def task_rows(run: Run) -> Iterator[dict]:
-    for t in read_jsonl(run.files.tasks):
+def task_rows(run: Run, read: Reader) -> Iterator[dict]:
+    for t in read(run.files.tasks):
         yield {
             "run": run.label,
             "id": t["id"],
@@ -192,10 +208,10 @@ def task_rows(run: Run) -> Iterator[dict]:
         }
 
 
-def instance_rows(run: Run) -> Iterator[dict]:
+def instance_rows(run: Run, read: Reader) -> Iterator[dict]:
     """One row per dataset row: the instances of tasks.jsonl, which dataset.jsonl flattens."""
-    methods = {r["id"]: r.get("method") for r in run.files.instances.read()}
-    for t in read_jsonl(run.files.tasks):
+    methods = {r["id"]: r.get("method") for r in read(run.files.instances.path)}
+    for t in read(run.files.tasks):
         # A merged directory's task ids are "source run/id": its answers are in that run.
         source_run, _, source_id = t["id"].rpartition("/")
         for n, inst in enumerate(t.get("instances") or [], start=1):
@@ -216,9 +232,9 @@ def instance_rows(run: Run) -> Iterator[dict]:
 REJECTED_KEYS = ("stage", "reason", "id", "request", "instruction", "input", "output", "text", "attempt")
 
 
-def rejected_rows(run: Run) -> Iterator[dict]:
+def rejected_rows(run: Run, read: Reader) -> Iterator[dict]:
     """Every rejection: an instruction, a part of an answer, an instance, or a task without instances."""
-    for r in run.files.rejected.read():
+    for r in read(run.files.rejected.path):
         near = r.get("most_similar") or {}
         rest = {k: v for k, v in r.items() if k not in (*REJECTED_KEYS, "most_similar", "run")}
         yield {
@@ -231,8 +247,8 @@ def rejected_rows(run: Run) -> Iterator[dict]:
         }
 
 
-def failure_rows(run: Run) -> Iterator[dict]:
-    for r in run.files.failures.read():
+def failure_rows(run: Run, read: Reader) -> Iterator[dict]:
+    for r in read(run.files.failures.path):
         yield {
             "run": run.label,
             "stage": r.get("stage"),
@@ -243,14 +259,14 @@ def failure_rows(run: Run) -> Iterator[dict]:
         }
 
 
-def response_rows(run: Run) -> Iterator[dict]:
+def response_rows(run: Run, read: Reader) -> Iterator[dict]:
     """The model's answers as the stages kept them: bootstrap requests, classifications, instances."""
     f = run.files
-    for r in f.bootstrap_log.read():
+    for r in read(f.bootstrap_log.path):
         yield _response(run, "bootstrap", str(r["request"]), r.get("text"), r, None, None)
-    for r in f.classifications.read():
+    for r in read(f.classifications.path):
         yield _response(run, "classify", r["id"], r.get("answer"), r, r.get("instruction"), r.get("method"))
-    for r in f.instances.read():
+    for r in read(f.instances.path):
         yield _response(run, "instances", r["id"], r.get("raw"), r, r.get("instruction"), r.get("method"))
 
 
@@ -268,14 +284,34 @@ def _response(run: Run, stage: str, key: str, text, r: dict, instruction, method
     }
 
 
-ROWS: dict[str, Callable[[Run], Iterator[dict]]] = {
-    "runs": lambda run: iter([run_row(run)]),
+def unread_rows(run: Run, read: Reader) -> Iterator[dict]:
+    """The lines of the run's files that the other tables left out (so it is filled after them)."""
+    for name in RUN_FILES:
+        for u in read.unread.get(run.root / name, []):
+            yield {"run": run.label, "file": name, "line": u.line, "why": u.why}
+
+
+def read_unread(db_path: Path, runs: list[Run]) -> list[Unread]:
+    """The run files' lines that a database (built or up to date) left out, named by their paths."""
+    import sqlite_utils
+
+    roots = {run.label: run.root for run in runs}
+    db = sqlite_utils.Database(db_path)
+    try:
+        return [Unread(roots[r["run"]] / r["file"], r["line"], r["why"]) for r in db["unread"].rows]
+    finally:
+        db.close()
+
+
+ROWS: dict[str, Callable[[Run, Reader], Iterator[dict]]] = {
+    "runs": lambda run, read: iter([run_row(run)]),
     "instructions": instruction_rows,
     "tasks": task_rows,
     "instances": instance_rows,
     "rejected": rejected_rows,
     "failures": failure_rows,
     "responses": response_rows,
+    "unread": unread_rows,  # last: it lists what the tables above could not read
 }
 
 
@@ -332,11 +368,12 @@ def _fill(runs: list[Run], path: Path, state: str) -> None:
     import sqlite_utils
 
     db = sqlite_utils.Database(path)
+    read = Reader()
     try:
         for name, rows in ROWS.items():
             pk = primary_key(name)
             table = db.table(name).create(schema(name), pk=tuple(pk) if pk else None)
-            table.insert_all((row for run in runs for row in rows(run)), batch_size=1000)
+            table.insert_all((row for run in runs for row in rows(run, read)), batch_size=1000)
         for name, columns in FTS.items():
             db.table(name).enable_fts(columns, create_triggers=False)
         for name, columns in INDEXES:

@@ -150,6 +150,18 @@ TABLES: dict[str, tuple[str, list[str] | None, list[str], list[tuple]]] = {
             ("error", TEXT, "bootstrap: the request's error, if it failed"),
         ],
     ),
+    "unread": (
+        "Lines of the run files that could not be read, so no other table holds them: a torn last line "
+        "(a write cut short by a kill) or a line that is not a JSON object. Every other line is read.",
+        None,
+        ["run", "file"],
+        [
+            RUN,
+            ("file", TEXT, "the run file (tasks.jsonl, rejected.jsonl, ...)"),
+            ("line", INT, "the line's number in that file"),
+            ("why", TEXT, "what is wrong with it"),
+        ],
+    ),
 }
 
 FTS = {
@@ -274,9 +286,14 @@ def primary_key(table: str) -> list[str] | None:
     return TABLES[table][1]
 
 
-def _home_html(labels: list[str], reports: dict[str, str]) -> str:
+def _home_html(labels: list[str], reports: dict[str, str], unread: int) -> str:
     runs = ", ".join(html.escape(label) for label in labels)
     parts = [f"<p>Run directories: {runs}. Every table has a <code>run</code> column.</p>"]
+    if unread:
+        parts.append(
+            f"<p>{unread} line(s) of the run files could not be read (a torn last line, or a line "
+            "that is not a JSON object) and are in no table but <code>unread</code>.</p>"
+        )
     if reports:
         links = ", ".join(
             f'<a href="{html.escape(url)}">{html.escape(label)}</a>' for label, url in reports.items()
@@ -285,8 +302,9 @@ def _home_html(labels: list[str], reports: dict[str, str]) -> str:
     return "\n".join(parts)
 
 
-def metadata(database: str, labels: list[str], reports: dict[str, str]) -> dict:
-    """Datasette's metadata for the database of these runs; ``reports``: run label -> report URL."""
+def metadata(database: str, labels: list[str], reports: dict[str, str], unread: int) -> dict:
+    """Datasette's metadata for the database of these runs; ``reports``: run label -> report URL;
+    ``unread``: how many lines of the run files the tables left out."""
     tables: dict[str, dict[str, Any]] = {
         name: {
             "description": description,
@@ -300,7 +318,7 @@ def metadata(database: str, labels: list[str], reports: dict[str, str]) -> dict:
         name: {"title": title, "description": description, "sql": _sql(sql)}
         for name, (title, description, sql) in QUERIES.items()
     }
-    home = _home_html(labels, reports)
+    home = _home_html(labels, reports, unread)
     return {
         "title": "self-instruct: " + ", ".join(labels),
         "description_html": home,

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UserError
-from ..store import write_json_atomic
-from .database import Run, build_database, find_runs
+from ..store import Unread, write_json_atomic
+from .database import Run, build_database, find_runs, read_unread
 from .metadata import metadata
 
 HOST = "127.0.0.1"
@@ -82,6 +82,7 @@ class Prepared:
     db: Path
     built: bool
     runs: list[Run]
+    unread: list[Unread]  # lines of the run files that are in no table but unread
 
     @property
     def database_name(self) -> str:
@@ -93,9 +94,11 @@ def prepare(paths: list[str], db: str | None) -> Prepared:
     runs = find_runs(paths)
     db_path = check_db_path(Path(db) if db else default_db_path(runs), runs)
     built = build_database(runs, db_path)
+    unread = read_unread(db_path, runs)
     links = {r.label: url for r in runs if (url := r.report_url)}
-    write_json_atomic(metadata_path(db_path), metadata(db_path.stem, [r.label for r in runs], links))
-    return Prepared(db_path, built, runs)
+    meta = metadata(db_path.stem, [r.label for r in runs], links, len(unread))
+    write_json_atomic(metadata_path(db_path), meta)
+    return Prepared(db_path, built, runs, unread)
 
 
 def serve(prepared: Prepared, port: int, announce: Callable[[str], None]) -> int:
