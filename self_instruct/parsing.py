@@ -142,7 +142,19 @@ class _Lines:
 # --------------------------------------------------------------------------- bootstrap
 
 _ITEM = re.compile(r"^(?:\*\*|__)?(\d{1,3})[ \t]*[.):](?:\*\*|__)?(?:[ \t]+|$)(.*)$")
-_TASK_LABEL = re.compile(r"^(?:\*\*)?(?:new\s+)?(?:task|instruction)(?:\s*\d+)?\s*:(?:\*\*)?\s*", re.I)
+_BOLD = r"(?:\*\*|__)?"
+_TASK_WORD = r"(?:new[ \t]+)?(?:task|instruction)"
+# 'Task 10: ...', '**Task 11:** ...', 'Instruction 12. ...', 'Task 13 - ...', or '### Task 14' alone on
+# its line with the instruction below: a model asked to continue a list of tasks often labels its items.
+_LABELLED_ITEM = re.compile(
+    rf"^(?P<open>{_BOLD}){_TASK_WORD}[ \t]*#?\d{{1,3}}(?P<close>{_BOLD})[ \t]*"
+    rf"(?:[.):\u2013\u2014-](?P<after>{_BOLD})(?:[ \t]+|$)|$)(?P<text>.*)$",
+    re.I,
+)
+# 'Task:', 'New task:', '**Instruction:**', 'Task 9:', 'Task 9.', '**Task 9**:' before an item's text
+_TASK_LABEL = re.compile(
+    rf"^{_BOLD}{_TASK_WORD}(?:[ \t]*#?\d{{1,3}}{_BOLD}[ \t]*[:.)]|{_BOLD}[ \t]*:){_BOLD}[ \t]*", re.I
+)
 _BOLD_TITLE = re.compile(r"^(?:\*\*[^*]+:\*\*|\*\*[^*]+\*\*[ \t]*:)[ \t]+(?=\S)")
 _NUMBERED = re.compile(r"^\d{1,3}[.)]\s+")
 ECHO_WORDS = 8  # a line holding this many first words of our header repeats it
@@ -158,6 +170,22 @@ def clean_instruction(text: str) -> str:
     if text[:1].islower():
         text = text[0].upper() + text[1:]
     return text
+
+
+def _item(body: str) -> str | None:
+    """The text of a list item, numbered ('10. ...') or labelled ('Task 10: ...'); None for any other line.
+
+    A labelled line is an item of its own, not a wrapped line of the item before it: in a continuation,
+    'Task 10: ...' right after item 9 is a new instruction."""
+    m = _ITEM.match(body)
+    if m:
+        return m.group(2)
+    m = _LABELLED_ITEM.match(body)
+    if m is None:
+        return None
+    if m.group("open") and not (m.group("close") or m.group("after")):
+        return m.group("open") + m.group("text")  # '**Task 9: A title**': the bold runs on past the label
+    return m.group("text")
 
 
 @dataclass
@@ -202,17 +230,17 @@ def parse_instructions(
         body = undecorate(line)
         indent = len(line) - len(line.lstrip())
         bulleted = bool(_BULLETED.match(line))
-        m = _ITEM.match(f"{first_number}. {line.strip()}" if i == 0 and continuation else body)
+        item = _item(f"{first_number}. {line.strip()}" if i == 0 and continuation else body)
         items = [s for s in segs if s.reason is None]
         last = segs[-1] if segs else None
         if echo and echo in collapse(line).lower():
             segs.append(_Seg(i, "prompt_echo"))
-        elif (m or bulleted) and items and indent > items[-1].indent + 1 and not gap:
+        elif (item is not None or bulleted) and items and indent > items[-1].indent + 1 and not gap:
             segs.append(_Seg(i, "sub_item"))
-        elif m or (bulleted and not continuation):
+        elif item is not None or (bulleted and not continuation):
             if last is not None and last.reason == "closing_remark":
                 last.reason = "list_intro"  # text between items (a section heading) introduces them
-            segs.append(_Seg(i, None, indent, [m.group(2) if m else body]))
+            segs.append(_Seg(i, None, indent, [body if item is None else item]))
         elif not items:
             if last is None or last.reason != "preamble":
                 segs.append(_Seg(i, "preamble"))
@@ -357,9 +385,12 @@ def _parse_instances(
     # A 'Task:' line after the examples starts the next task: it and what follows are not ours.
     end = next((i for i in range(lo, n) if (lab := label(lines.text[i])) and lab.name in TASK_NAMES), n)
     starts = _example_starts(lines, lo, end, class_labels=output_first)
-    if continuation and starts[:1] != [0]:
+    # A continuation starts inside the first example. When all it wrote before its first example or
+    # class is blank (it broke the line after our cue, e.g. to write 'Class label: Fact' again), that
+    # example starts the answer and the blank lines go with it: they are no empty example.
+    if continuation and (not starts or _has_text(lines, 0, starts[0])):
         starts.insert(0, 0)
-    if starts and starts[0] > lo:
+    if starts and _has_text(lines, lo, starts[0]):
         segs.append(_Seg(lo, "preamble"))
     elif not starts and lo < end:
         segs.append(_Seg(lo, "unparsable"))
@@ -402,6 +433,11 @@ def _parse_instances(
         part.reason, part.text = seg.reason, collapse(part.raw)
         out.rejected.append((part.reason, part.text))
     return out
+
+
+def _has_text(lines: _Lines, lo: int, hi: int) -> bool:
+    """Whether lines [lo, hi) hold more than blank lines and rules (which never make a part alone)."""
+    return any(not _blank(t) for t in lines.text[lo:hi])
 
 
 def _opening(lines: _Lines, output_first: bool, task: str | None) -> tuple[list[_Seg], int]:
@@ -482,19 +518,30 @@ def _input_text(lines: _Lines, i: int, end: int) -> str:
     return "" if empty_input(inp) else inp
 
 
+# The cue our output-first prompt writes before each label (templates/instances_output_first.txt).
+_CLASS_CUE = re.compile(rf"^{_EMPH}class[ \t]+label(?:[ \t]*\d+)?{_EMPH}[ \t]*:{_EMPH}[ \t]*", re.I)
+
+
+def bare_label(value: str) -> str:
+    """A class label as kept: our 'Class label:' cue removed where the model repeats it as part of the
+    label (a continuation of '... Class label:' that starts 'Class label: Fact', or '**Class label:**
+    Fact' as a JSON value), and bold around it removed. Any other name before a colon stays."""
+    return unbold(_CLASS_CUE.sub("", value.strip(), count=1))
+
+
 def _output_first_instance(lines: _Lines, s: int, e: int, continued: bool) -> Instance | None:
     if continued:
         value, i = lines.text[s].strip(), s + 1
     else:
         lab = label(lines.text[s])
         value, i = (lab.value if lab else lines.text[s].strip()), s + 1
-    value = unbold(value)
+    value = bare_label(value)
     if not value:  # the label sits on the next non-blank line
         while i < e and _blank(lines.text[i]):
             i += 1
         if i >= e:
             return None
-        value, i = unbold(undecorate(lines.text[i]).strip()), i + 1
+        value, i = bare_label(undecorate(lines.text[i])), i + 1
     return Instance(_input_text(lines, i, e), value)
 
 

@@ -153,18 +153,24 @@ class JsonlStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         repair_torn_tail(self.path)
         created = not self.path.exists()
-        with self.path.open("ab") as f:
-            before = f.tell()
+        data = lines.encode("utf-8")
+        # Unbuffered: a buffered file would try the failed bytes again when it closes.
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            before = os.lseek(fd, 0, os.SEEK_END)
             try:
-                f.write(lines.encode("utf-8"))
-                f.flush()
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
                 if sync:
-                    os.fsync(f.fileno())
+                    os.fsync(fd)
             except OSError as e:
                 # A full disk took part of the lines: take them all back, so an append writes all
                 # of its records or none (truncating frees space, so it works on a full disk too).
-                f.truncate(before)
+                os.ftruncate(fd, before)
                 raise named(e, self.path) from None
+        finally:
+            os.close(fd)
         if created:  # the new file's name must survive a power loss too
             fsync_dir(self.path.parent)
         return lines.count("\n")
@@ -329,8 +335,11 @@ def writer_lock(root: Path, command: str = "") -> Iterator[None]:
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "command": command,
         }
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(info).encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(info).encode(), 0)
+        except OSError as e:
+            raise named(e, root / LOCK_NAME) from None
         yield
     finally:
         os.close(fd)  # releases the lock

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 
-from .parsing import Echoes, Parsed, Part, clean_instruction, collapse, empty_input
+from .parsing import Echoes, Parsed, Part, bare_label, clean_instruction, collapse, empty_input
 from .tasks import Instance
 
 KINDS = ("bootstrap", "classify", "input_first", "output_first")
@@ -162,4 +162,5 @@ def _value(kind: str, value) -> str | Instance | None:
     if not isinstance(out, str) or not isinstance(inp, str | None):
         return None
     inp = (inp or "").strip()
-    return Instance("" if empty_input(inp) else inp, out.strip())
+    output = out.strip() if kind == "input_first" else bare_label(out)  # as the text parser reads it
+    return Instance("" if empty_input(inp) else inp, output)

@@ -180,9 +180,10 @@ def test_a_read_only_output_dir_is_one_line(tmp_path):
         ro.chmod(0o755)
 
 
-def test_a_full_disk_stops_the_run_in_one_line_and_it_resumes_to_identical_files(tmp_path):
+@pytest.mark.parametrize("size", ["120k", "160k", "240k"])  # the disk fills in different stages
+def test_a_full_disk_stops_the_run_in_one_line_and_it_resumes_to_identical_files(tmp_path, size):
     disk = tmp_path / "disk"
-    if not mount_tmpfs(disk, "size=160k"):
+    if not mount_tmpfs(disk, f"size={size}"):
         pytest.skip("cannot mount a small tmpfs here; test_disk_full_in_process covers the logic")
     try:
         with FakeOpenAIServer(respond) as server:
