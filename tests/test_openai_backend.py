@@ -5,7 +5,7 @@ import signal
 import subprocess
 
 import pytest
-from helpers import SEEDS, check_run_dir, cli, cli_command, cli_env
+from helpers import SEEDS, check_run_dir, cli, cli_command, cli_env, sigint_default
 from openai_server import FakeOpenAIServer, Fault
 from scripted import respond
 
@@ -114,6 +114,7 @@ def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(tmp_path):
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            preexec_fn=sigint_default,
         )
         assert held.wait(60), "the run never reached the held request"
         proc.send_signal(signal.SIGINT)
@@ -130,7 +131,7 @@ def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(tmp_path):
 
 
 def test_urls_lose_their_credentials_before_they_are_written():
-    from self_instruct.llm import redact_url
+    from self_instruct.redact import redact_url
 
     assert redact_url("http://user:secret@gpu-7:8000/v1") == "http://gpu-7:8000/v1"
     assert redact_url("https://api.example.test/v1?x=1") == "https://api.example.test/v1?x=1"

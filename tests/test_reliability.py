@@ -411,3 +411,25 @@ def test_disk_full_in_process_leaves_the_cache_consistent(tmp_path):
             cache.put(f"k{i}", Response(text="x" * 2000, finish_reason="stop"))
     assert e.value.errno == errno.ENOSPC and e.value.filename == str(tmp_path / "cache.sqlite")
     cache.close()
+
+
+def test_a_server_that_turns_to_400_midway_stops_the_run_in_one_line_and_it_resumes(tmp_path):
+    """A fatal answer in the middle of a stage (400 to every generation request after the 20th):
+    the requests in flight are cancelled, the run stops in one line with its files consistent, and
+    the same command resumes to the files of a run never stopped once the server is healthy."""
+    with FakeOpenAIServer(respond) as server:
+        clean = generate_args(server, "clean", "--target", "30", "--concurrency", "8")
+        assert cli(*clean, cwd=tmp_path).returncode == 0
+        server.set_fault_rule(lambda n, body: Fault(status=400) if n > 20 else None)
+        args = generate_args(server, "cut", "--target", "30", "--concurrency", "8", "--no-cache")
+        line = one_line(cli(*args, cwd=tmp_path), 2)
+        assert "400 bad request" in line
+        run = tmp_path / "outputs" / "cut"
+        check_run_dir(run)  # consistent with itself, though unfinished
+        sessions = json.loads((run / "manifest.json").read_text())["sessions"]
+        assert sessions[-1]["status"] == "failed"
+        server.set_fault_rule(None)
+        proc = cli(*args, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+    check_run_dir(run)
+    same_files(tmp_path / "outputs" / "clean", run)

@@ -16,7 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from helpers import SEEDS, cli, cli_command, cli_env
+from helpers import SEEDS, cli, cli_command, cli_env, sigint_default
 from scripted import ScriptedBackend
 from test_cli import assert_one_line_error, free_port
 
@@ -117,6 +117,7 @@ class Viewer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=sigint_default,
             )
 
     def wait_ready(self) -> str:

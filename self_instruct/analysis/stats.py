@@ -10,9 +10,8 @@ from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
-from rapidfuzz.distance import LCSseq
 
-from ..novelty import NoveltyIndex, f_measure, rouge_tokens
+from ..novelty import NoveltyIndex, rouge_l
 from ..tasks import Task
 
 ROUGE_EDGES = [round(k * 0.05, 2) for k in range(21)]  # 0, 0.05, ..., 1: 0.3 is an edge
@@ -71,17 +70,6 @@ def distinct_n(texts: list[str], n: int) -> float | None:
         total += len(grams)
         seen.update(grams)
     return len(seen) / total if total else None
-
-
-def rouge_l(a: str, b: str) -> float:
-    """ROUGE-L F of two texts, identical to rouge_score's (no stemming): ``b`` is the prediction."""
-    ta, tb = rouge_tokens(a), rouge_tokens(b)
-    if not ta or not tb:
-        return 0.0
-    vocab: dict[str, int] = {}
-    sa = "".join(chr(vocab.setdefault(t, len(vocab))) for t in ta)
-    sb = "".join(chr(vocab.setdefault(t, len(vocab))) for t in tb)
-    return f_measure(LCSseq.similarity(sa, sb), len(ta), len(tb))
 
 
 def sample_pairs(n: int, k: int, seed: int) -> list[tuple[int, int]]:

@@ -38,7 +38,9 @@ class Request:
 @dataclass
 class Response:
     text: str
-    finish_reason: str  # "stop", "length", or "error"
+    # "stop", "length", "error", or whatever else the server says (e.g. "content_filter"); only
+    # "length" (cut off by max_tokens) changes how an answer is read
+    finish_reason: str
     prompt_tokens: int = 0
     completion_tokens: int = 0
     error: str | None = None  # set when the request failed for good (after retries)

@@ -27,6 +27,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 
 from .base import Backend, EndpointDown, FatalError, Request, Response, TransientError
 from .cache import ResponseCache, cache_key
+from .prices import Price
 
 
 class Stats(dict[str, float]):
@@ -68,14 +69,6 @@ class Breaker:
                 f"the endpoint is not serving: {failed} of the last {self.window} attempts failed ({top}); "
                 "stopped early (llm.breaker_window, llm.breaker_failure_rate)"
             )
-
-
-@dataclass(frozen=True)
-class Price:
-    """US dollars per million tokens."""
-
-    prompt: float
-    completion: float
 
 
 def _estimate_tokens(request: Request) -> int:

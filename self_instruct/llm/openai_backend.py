@@ -13,7 +13,7 @@ from typing import Literal
 
 import openai
 
-from . import redact_url
+from ..redact import redact_url
 from .base import Api, BackendBase, FatalError, Request, Response, TransientError
 
 

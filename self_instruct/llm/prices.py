@@ -7,7 +7,16 @@ backend) are estimated at zero.
 
 from __future__ import annotations
 
-from .engine import Price
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Price:
+    """US dollars per million tokens."""
+
+    prompt: float
+    completion: float
+
 
 PRICES: dict[str, Price] = {
     "gpt-4o-mini": Price(0.15, 0.60),
