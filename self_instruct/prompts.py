@@ -10,17 +10,16 @@ Three renderings of each prompt:
   show instead of answering the task itself;
 - structured (``llm.structured``): the same few-shot demos with each answer written as the JSON
   object that the stage's schema (``structured.py``) asks for.
-The answers are parsed in ``parsing.py`` (text) and ``structured.py`` (JSON).
+The answers are read by the ``parsing`` package (text and JSON).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from functools import cache
 from importlib import resources
-
-from .parsing import parse_input_first, parse_output_first
 
 TEMPLATE_NAMES = (
     "bootstrap",
@@ -132,15 +131,34 @@ def json_demos(name: str) -> tuple[str, tuple[tuple[str, dict], ...]]:
         if name == "classify":
             obj: dict = {"answer": answer.removeprefix("Classification:").strip()}
         elif name == "instances_input_first":
-            parsed = parse_input_first(answer.split("\n", 1)[1], finish_reason="stop", continuation=True)
-            obj = {"examples": [{"input": i.input, "output": i.output} for i in parsed.kept]}
+            examples = _demo_fields(answer, r"Example \d+", ("Input", "Output"))
+            obj = {"examples": [{"input": e.get("Input", ""), "output": e["Output"]} for e in examples]}
         else:
-            parsed = parse_output_first(
-                answer.removeprefix("Class label:"), finish_reason="stop", continuation=True
-            )
-            obj = {"examples": [{"class_label": i.output, "input": i.input} for i in parsed.kept]}
+            examples = _demo_fields(answer, "Class label: .*", ("Class label", "Input"))
+            obj = {
+                "examples": [{"class_label": e["Class label"], "input": e.get("Input", "")} for e in examples]
+            }
         out.append((task, obj))
     return head, tuple(out)
+
+
+def _demo_fields(answer: str, start: str, fields: tuple[str, ...]) -> list[dict[str, str]]:
+    """Our own demo answers, in the one format our templates use (no parser for what models write):
+    a line matching ``start`` begins an example; ``Field: value`` begins a field, whose value runs
+    over the lines up to the next field or example."""
+    examples: list[dict[str, str]] = []
+    field = ""
+    for line in answer.split("\n"):
+        if re.fullmatch(start, line):
+            examples.append({})
+            field = ""
+        name, sep, value = line.partition(": ")
+        if sep and name in fields:
+            field = name
+            examples[-1][field] = value
+        elif field:
+            examples[-1][field] += "\n" + line
+    return [{k: v.strip() for k, v in e.items()} for e in examples]
 
 
 def _render_json(name: str, instruction: str) -> str:

@@ -11,14 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from self_instruct.parsing import (
-    parse_classification,
-    parse_input_first,
-    parse_instructions,
-    parse_output_first,
-)
+from self_instruct.parsing import Reading, parse_answer
 from self_instruct.prompts import template
-from self_instruct.structured import parse_classification_json, parse_list_json
 from self_instruct.tasks import Instance
 
 DATA = Path(__file__).parent / "data" / "answers"
@@ -45,29 +39,18 @@ def test_the_corpus_is_large_and_covers_every_style():
             assert family in styles, (kind, family)
 
 
-def parse(kind: str, case: dict):
-    text, finish = case["text"], case.get("finish_reason", "stop")
-    continuation = case["api"] == "completions"
-    if kind == "classify":
-        if case.get("structured"):
-            return parse_classification_json(text, finish) or parse_classification(text, finish)
-        return parse_classification(text, finish)
-    if case.get("structured"):
-        parsed = parse_list_json(text, kind, finish_reason=finish, max_items=7 if kind == "bootstrap" else 5)
-        if parsed is not None:
-            return parsed
-    if kind == "bootstrap":
-        return parse_instructions(
-            text,
-            first_number=9,
-            finish_reason=finish,
-            continuation=continuation,
-            max_items=7,
-            header=template("bootstrap"),
-            shown=case.get("shown"),
-        )
-    fn = parse_input_first if kind == "input_first" else parse_output_first
-    return fn(text, finish_reason=finish, continuation=continuation, task=case.get("task"))
+def parse(kind, case: dict):
+    """The case's answer read as the stages read it (``parse_answer``), with the stage's context."""
+    how = Reading(
+        continuation=case["api"] == "completions",
+        structured=bool(case.get("structured")),
+        max_items=7 if kind == "bootstrap" else 5,
+        first_number=9,
+        header=template("bootstrap"),
+        shown=tuple(case.get("shown") or ()),
+        task=case.get("task"),
+    )
+    return parse_answer(kind, case["text"], case.get("finish_reason", "stop"), how)
 
 
 @pytest.mark.parametrize(("kind", "case"), params())

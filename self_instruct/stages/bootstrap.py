@@ -38,10 +38,10 @@ from ..config import Config
 from ..filters import check_instruction
 from ..llm.base import Request
 from ..novelty import NoveltyIndex
-from ..parsing import parse_instructions
+from ..parsing import Reading, parse_answer
 from ..prompts import render_bootstrap, render_bootstrap_json, template
 from ..store import RunFiles, write_jsonl_atomic
-from ..structured import parse_list_json, schema_text
+from ..structured import schema_text
 from ..tasks import Task
 from .common import StageContext, drop_uncommitted, failure_record, live_stats, progress
 
@@ -280,21 +280,15 @@ def _apply(ctx: StageContext, i: int, shown: list[str], resp, index: NoveltyInde
     rejected: list[dict] = []
     if not resp.ok:
         return accepted, rejected
-    parsed = None
-    if ctx.structured:
-        parsed = parse_list_json(
-            resp.text, STAGE, finish_reason=resp.finish_reason, max_items=b.max_new_per_request, shown=shown
-        )
-    if parsed is None:
-        parsed = parse_instructions(
-            resp.text,
-            first_number=b.num_prompt_instructions + 1,
-            finish_reason=resp.finish_reason,
-            continuation=ctx.api_is_completions,
-            max_items=b.max_new_per_request,
-            header=template("bootstrap"),
-            shown=shown,
-        )
+    how = Reading(
+        continuation=ctx.api_is_completions,
+        structured=ctx.structured,
+        max_items=b.max_new_per_request,
+        first_number=b.num_prompt_instructions + 1,
+        header=template("bootstrap"),
+        shown=tuple(shown),
+    )
+    parsed = parse_answer("bootstrap", resp.text, resp.finish_reason, how)
     rejected += [
         {"stage": STAGE, "request": i, "reason": reason, "instruction": text}
         for reason, text in parsed.rejected

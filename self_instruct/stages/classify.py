@@ -27,10 +27,10 @@ from dataclasses import dataclass
 
 from ..calibration import MIN_PER_LABEL, YES_TOKENS, calibrate, margin
 from ..llm.base import Request, Response
-from ..parsing import parse_classification
+from ..parsing import Reading, parse_answer
 from ..prompts import render_classify, render_classify_json
 from ..store import RunFiles, write_json_atomic
-from ..structured import parse_classification_json, schema_text
+from ..structured import schema_text
 from ..tasks import Task
 from .common import StageContext, answered
 
@@ -136,11 +136,7 @@ async def choose_method(ctx: StageContext, seed_tasks: list[Task]) -> Method:
 
 def decision(ctx: StageContext, response: Response) -> str:
     """'yes', 'no', 'ambiguous' or 'truncated' for one answer, text or JSON."""
-    if ctx.structured:
-        d = parse_classification_json(response.text, response.finish_reason)
-        if d is not None:
-            return d
-    return parse_classification(response.text, response.finish_reason)
+    return parse_answer("classify", response.text, response.finish_reason, Reading(structured=ctx.structured))
 
 
 def exhausted(files: RunFiles, max_attempts: int, undecided: set[str]) -> dict[str, str]:

@@ -8,16 +8,18 @@ instance filters; everything dropped is written to rejected.jsonl with its reaso
 
 from __future__ import annotations
 
+from typing import Literal
+
 from ..filters import filter_instances
 from ..llm.base import Request, Response
-from ..parsing import Parsed, parse_input_first, parse_output_first
+from ..parsing import Parsed, Reading, parse_answer
 from ..prompts import (
     render_input_first,
     render_input_first_json,
     render_output_first,
     render_output_first_json,
 )
-from ..structured import parse_list_json, schema_text
+from ..structured import schema_text
 from .common import StageContext, answered, drop_uncommitted
 
 STAGE = "instances"
@@ -50,24 +52,16 @@ def build_request(ctx: StageContext, instruction: str, is_classification: bool) 
 
 def parse(ctx: StageContext, rec: dict, response: Response) -> Parsed:
     """The answer's instances and rejected parts, from JSON or text."""
-    is_classification = rec["is_classification"]
-    kind = "output_first" if is_classification else "input_first"
-    if ctx.structured:
-        parsed = parse_list_json(
-            response.text,
-            kind,
-            finish_reason=response.finish_reason,
-            max_items=ctx.cfg.instances.max_instances,
-        )
-        if parsed is not None:
-            return parsed
-    text_parse = parse_output_first if is_classification else parse_input_first
-    return text_parse(
-        response.text,
-        finish_reason=response.finish_reason,
+    kind: Literal["input_first", "output_first"] = (
+        "output_first" if rec["is_classification"] else "input_first"
+    )
+    how = Reading(
         continuation=ctx.api_is_completions,
+        structured=ctx.structured,
+        max_items=ctx.cfg.instances.max_instances,
         task=rec["instruction"],
     )
+    return parse_answer(kind, response.text, response.finish_reason, how)
 
 
 def _reject(rec: dict, reason: str, **extra) -> dict:
