@@ -35,7 +35,7 @@ from .errors import UserError, os_error
 from .manifest import read_manifest
 from .novelty import NoveltyIndex
 from .pipeline import STAGES, run
-from .store import RunFiles, read_jsonl, write_json_atomic, write_jsonl_atomic, writer_lock
+from .store import RunFiles, read_jsonl, rejection, write_json_atomic, write_jsonl_atomic, writer_lock
 
 PLAN_KEYS = {"name", "output_dir", "base", "matrix", "merge"}
 RESERVED = {"run_name", "output_dir", "llm.cache_dir"}
@@ -132,15 +132,10 @@ def merge(plan: Plan, labels: list[str]) -> dict:
         for task in read_jsonl(files.tasks):
             blocker, _ = index.admit(task["instruction"])
             if blocker is not None:
+                near = {"instruction": blocker.text, "score": blocker.score}
+                key = f"{label}/{task['id']}"
                 dropped.append(
-                    {
-                        "stage": "merge",
-                        "reason": "too_similar",
-                        "run": label,
-                        "id": task["id"],
-                        "instruction": task["instruction"],
-                        "most_similar": {"instruction": blocker.text, "score": blocker.score},
-                    }
+                    rejection("merge", key, "too_similar", task["instruction"], run=label, most_similar=near)
                 )
                 continue
             tasks.append({**task, "id": f"{label}/{task['id']}"})

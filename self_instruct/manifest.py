@@ -19,7 +19,7 @@ from .config import Config
 from .errors import UserError
 from .prompts import template_hashes
 from .redact import redact_url
-from .store import RunFiles, read_jsonl, write_json_atomic
+from .store import RunFiles, as_rejection, read_jsonl, write_json_atomic
 
 PACKAGES = (
     "self-instruct",
@@ -58,7 +58,7 @@ def outstanding_failures(files: RunFiles, target: int) -> list[dict]:
     failure is resolved once the target is reached."""
     answered = {
         "classify": {r["id"] for r in files.classifications.read()}
-        | {r["id"] for r in files.rejected.read() if r.get("stage") == "classify"},
+        | {as_rejection(r)["key"] for r in files.rejected.read() if r.get("stage") == "classify"},
         "instances": {r["id"] for r in files.instances.read()},
     }
     bootstrap_done = len(files.instructions.read()) >= target

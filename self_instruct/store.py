@@ -135,6 +135,54 @@ def scan_jsonl_lines(path: str | Path) -> tuple[list[tuple[int, dict]], list[Unr
     return records, unread
 
 
+# --- the one rejection record ------------------------------------------------------------------
+
+# The stages whose rejected item is itself an instruction (its text); the others reject a part of
+# an answer about a task, whose instruction is in the details.
+_INSTRUCTION_ITEMS = ("bootstrap", "dataset", "merge")
+
+
+def rejection(stage: str, key: str | int | None, reason: str, text: str, **details) -> dict:
+    """The one shape of a line of rejected.jsonl, for every stage and the merge: the stage, the key
+    of the unit of work it belongs to (a bootstrap request's number, a task's id, a merged task's
+    ``run/id``), the reason, the rejected text itself, and whatever else the stage knows under
+    ``details`` (the task's instruction, the attempt, the instance's fields, the blocking neighbour)."""
+    return {"stage": stage, "key": key, "reason": reason, "text": text, "details": details}
+
+
+def as_rejection(r: dict) -> dict:
+    """A line of rejected.jsonl in the one shape, whichever version wrote it (before it, each stage
+    wrote its own keys: ``request``/``id``, ``instruction``, ``text``, ``attempt``, ``input``/``output``,
+    ``most_similar``, ``run``)."""
+    if "key" in r and "details" in r:
+        return r
+    stage = str(r.get("stage", "?"))
+    if stage == "bootstrap":
+        key = r.get("request")
+    elif stage == "merge" and r.get("run") is not None:
+        key = f"{r['run']}/{r.get('id')}"
+    else:
+        key = r.get("id")
+    if "text" in r:
+        text = r["text"]
+    elif "output" in r:
+        text = f"{r.get('input', '')} => {r['output']}"
+    else:
+        text = r.get("instruction", "")
+    details = {k: v for k, v in r.items() if k not in ("stage", "reason", "request", "id", "text")}
+    if stage in _INSTRUCTION_ITEMS and details.get("instruction") == text:
+        details.pop("instruction")
+    return rejection(stage, key, str(r.get("reason", "?")), text, **details)
+
+
+def rejected_instruction(r: dict) -> str:
+    """The instruction a rejection is about (``r`` in the one shape): the rejected text itself for an
+    instruction, else the task's instruction from the details."""
+    if r["stage"] in _INSTRUCTION_ITEMS:
+        return str(r["text"])
+    return str(r["details"].get("instruction", ""))
+
+
 class JsonlStore:
     """One append-only JSONL file."""
 

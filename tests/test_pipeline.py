@@ -225,7 +225,7 @@ def test_rejections_carry_reasons(tmp_path):
     assert reasons["too_similar"] == 3  # the same new instruction, after its first acceptance
     assert any("bootstrap stopped after 4 requests" in n for n in summary.notes)
     similar = [r for r in lines(summary.run_dir / "rejected.jsonl") if r["reason"] == "too_similar"]
-    assert similar[0]["most_similar"]["score"] == 1.0
+    assert similar[0]["details"]["most_similar"]["score"] == 1.0
 
 
 def test_every_part_of_a_chat_answer_is_kept_or_recorded(tmp_path):
@@ -266,15 +266,20 @@ def test_every_part_of_a_chat_answer_is_kept_or_recorded(tmp_path):
     summary = run(cfg, backend=Chatty(api="chat"))
     rejected = lines(summary.run_dir / "rejected.jsonl")
     by = {(r["stage"], r["reason"]) for r in rejected}
+    # One record shape for every stage.
+    assert {frozenset(r) for r in rejected} == {frozenset({"stage", "key", "reason", "text", "details"})}
+    assert {"bootstrap", "classify", "instances"} <= {stage for stage, _ in by}
     assert ("bootstrap", "preamble") in by and ("bootstrap", "closing_remark") in by
-    over = [r["instruction"] for r in rejected if r["reason"] == "over_cap"]
+    over = [r["text"] for r in rejected if r["reason"] == "over_cap"]
     assert len(over) == 2  # nine items, seven per answer
     assert ("instances", "preamble") in by and ("instances", "explanation") in by
     assert ("instances", "closing_remark") in by
     # Three accepted, four more past the target: every item of the answer is on record.
     assert sum(1 for r in rejected if r["reason"] == "over_target") == 4
     ambiguous = [r for r in rejected if r["reason"] == "ambiguous_answer"]
-    assert len(ambiguous) == 3 and all(r["text"] == "Decision:" and r["attempt"] == 0 for r in ambiguous)
+    assert len(ambiguous) == 3 and all(
+        r["text"] == "Decision:" and r["details"]["attempt"] == 0 for r in ambiguous
+    )
     classes = lines(summary.run_dir / "classifications.jsonl")
     assert len(classes) == 3 and not any(r["is_classification"] for r in classes)
     kept = [r["instances"] for r in lines(summary.run_dir / "instances.jsonl")]

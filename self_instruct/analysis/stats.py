@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..novelty import NoveltyIndex, rouge_l
+from ..store import as_rejection, rejected_instruction
 from ..tasks import Task
 
 ROUGE_EDGES = [round(k * 0.05, 2) for k in range(21)]  # 0, 0.05, ..., 1: 0.3 is an edge
@@ -165,11 +166,11 @@ def rejection_summary(rejected: list[dict], examples: int = 3) -> dict:
     """Rejections per stage and reason: counts and up to ``examples`` instructions each."""
     by_stage: dict[str, dict[str, dict]] = {}
     counts: dict[str, Counter] = {}
-    for r in rejected:
-        stage, reason = str(r.get("stage", "?")), str(r.get("reason", "?"))
+    for r in map(as_rejection, rejected):
+        stage, reason = str(r["stage"]), str(r["reason"])
         counts.setdefault(stage, Counter())[reason] += 1
         entry = by_stage.setdefault(stage, {}).setdefault(reason, {"count": 0, "examples": []})
-        text = r.get("instruction")
+        text = rejected_instruction(r)
         fresh = isinstance(text, str) and text.strip() and text not in entry["examples"]
         if fresh and len(entry["examples"]) < examples:
             entry["examples"].append(text)

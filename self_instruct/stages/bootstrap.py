@@ -40,7 +40,7 @@ from ..llm.base import Request
 from ..novelty import NoveltyIndex
 from ..parsing import Reading, parse_answer
 from ..prompts import render_bootstrap, render_bootstrap_json, template
-from ..store import RunFiles, write_jsonl_atomic
+from ..store import RunFiles, rejection, write_jsonl_atomic
 from ..structured import schema_text
 from ..tasks import Task
 from .common import StageContext, drop_uncommitted, failure_record, live_stats, progress
@@ -82,7 +82,7 @@ def _recover(ctx: StageContext) -> tuple[list[dict], set[int]]:
     kept = [r for r in accepted if r["request"] in applied]
     if len(kept) != len(accepted):
         write_jsonl_atomic(f.instructions.path, kept)
-    drop_uncommitted(f.rejected, STAGE, "request", applied)
+    drop_uncommitted(f.rejected, STAGE, applied)
     return kept, applied
 
 
@@ -289,31 +289,21 @@ def _apply(ctx: StageContext, i: int, shown: list[str], resp, index: NoveltyInde
         shown=tuple(shown),
     )
     parsed = parse_answer("bootstrap", resp.text, resp.finish_reason, how)
-    rejected += [
-        {"stage": STAGE, "request": i, "reason": reason, "instruction": text}
-        for reason, text in parsed.rejected
-    ]
+    rejected += [rejection(STAGE, i, reason, text) for reason, text in parsed.rejected]
     items = parsed.kept
     if resp.finish_reason == "length" and not b.keep_truncated:
-        rejected += [{"stage": STAGE, "request": i, "reason": "truncated", "instruction": t} for t in items]
+        rejected += [rejection(STAGE, i, "truncated", t) for t in items]
         items = []
     for text in items:
         # Past the target, items are still recorded, not silently dropped.
         reason = "over_target" if n_machine + len(accepted) >= ctx.cfg.target else check_instruction(text)
         if reason:
-            rejected.append({"stage": STAGE, "request": i, "reason": reason, "instruction": text})
+            rejected.append(rejection(STAGE, i, reason, text))
             continue
         blocker, entry = index.admit(text)
         if blocker is not None:
-            rejected.append(
-                {
-                    "stage": STAGE,
-                    "request": i,
-                    "reason": "too_similar",
-                    "instruction": text,
-                    "most_similar": {"instruction": blocker.text, "score": blocker.score},
-                }
-            )
+            near = {"instruction": blocker.text, "score": blocker.score}
+            rejected.append(rejection(STAGE, i, "too_similar", text, most_similar=near))
             continue
         accepted.append(
             {

@@ -29,7 +29,7 @@ from ..calibration import MIN_PER_LABEL, YES_TOKENS, calibrate, margin
 from ..llm.base import Request, Response
 from ..parsing import Reading, parse_answer
 from ..prompts import render_classify, render_classify_json
-from ..store import RunFiles, write_json_atomic
+from ..store import RunFiles, as_rejection, rejection, write_json_atomic
 from ..structured import schema_text
 from ..tasks import Task
 from .common import StageContext, answered
@@ -144,10 +144,10 @@ def exhausted(files: RunFiles, max_attempts: int, undecided: set[str]) -> dict[s
     last answer was unusable: running again asks them nothing (raise classify.max_attempts)."""
     attempts: Counter[str] = Counter()
     last: dict[str, str] = {}
-    for r in files.rejected.read():
-        if r.get("stage") == STAGE and r.get("id") in undecided:
-            attempts[r["id"]] += 1
-            last[r["id"]] = r.get("reason", "?")
+    for r in map(as_rejection, files.rejected.read()):
+        if r["stage"] == STAGE and r["key"] in undecided:
+            attempts[r["key"]] += 1
+            last[r["key"]] = r["reason"]
     return {key: last[key] for key, n in attempts.items() if n >= max_attempts}
 
 
@@ -161,7 +161,7 @@ async def run_classify(ctx: StageContext, seed_tasks: list[Task]) -> tuple[int, 
     failed: set[str] = set()  # requests that failed in this session: retried by the next one
     while True:
         done = {r["id"] for r in f.classifications.read()}
-        attempts = Counter(r["id"] for r in f.rejected.read() if r.get("stage") == STAGE)
+        attempts = Counter(as_rejection(r)["key"] for r in f.rejected.read() if r.get("stage") == STAGE)
         undecided = [r for r in f.instructions.read() if r["id"] not in done and r["id"] not in failed]
         # One round per attempt number, in pool order: the same questions in the same order
         # whatever sessions the work was split into.
@@ -188,14 +188,14 @@ async def run_classify(ctx: StageContext, seed_tasks: list[Task]) -> tuple[int, 
                     d = decision(ctx, resp)
                 if d in UNUSABLE:
                     rejected.append(
-                        {
-                            "stage": STAGE,
-                            "id": rec["id"],
-                            "instruction": rec["instruction"],
-                            "reason": UNUSABLE[d],
-                            "attempt": round_no,
-                            "text": resp.text,
-                        }
+                        rejection(
+                            STAGE,
+                            rec["id"],
+                            UNUSABLE[d],
+                            resp.text,
+                            instruction=rec["instruction"],
+                            attempt=round_no,
+                        )
                     )
                 else:
                     records.append(

@@ -13,7 +13,7 @@ from tqdm import tqdm
 from ..config import Config
 from ..llm.base import Request, Response
 from ..llm.engine import Engine
-from ..store import JsonlStore, RunFiles, write_jsonl_atomic
+from ..store import JsonlStore, RunFiles, as_rejection, write_jsonl_atomic
 
 
 @dataclass
@@ -156,15 +156,16 @@ async def _batch_api(
         state.unlink(missing_ok=True)
 
 
-def drop_uncommitted(store: JsonlStore, stage: str, key: str, committed: set) -> list[dict]:
-    """Remove a stage's records whose unit of work never committed (a crash came in between).
+def drop_uncommitted(store: JsonlStore, stage: str, committed: set) -> list[dict]:
+    """Remove a stage's rejections whose unit of work (their key) never committed (a crash came in
+    between).
 
     Each stage writes its side records (rejections) before the record that marks the unit done, so
     after a crash the side records of an unfinished unit are removed here and written again when the
     unit is redone: nothing is lost and nothing is counted twice. Returns the records kept.
     """
     records = store.read()
-    kept = [r for r in records if r.get("stage") != stage or r.get(key) in committed]
+    kept = [r for r in records if r.get("stage") != stage or as_rejection(r)["key"] in committed]
     if len(kept) != len(records):
         write_jsonl_atomic(store.path, kept)
     return kept

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..store import RunFiles, write_jsonl_atomic
+from ..store import RunFiles, rejection, write_jsonl_atomic
 from .common import drop_uncommitted
 
 STAGE = "dataset"
@@ -33,9 +33,7 @@ def run_dataset(files: RunFiles) -> DatasetResult:
         if gen is None:
             continue
         if not gen["instances"]:
-            empty.append(
-                {"stage": STAGE, "id": rec["id"], "instruction": rec["instruction"], "reason": "no_instances"}
-            )
+            empty.append(rejection(STAGE, rec["id"], "no_instances", rec["instruction"]))
             continue
         tasks.append(
             {
@@ -48,7 +46,7 @@ def run_dataset(files: RunFiles) -> DatasetResult:
         )
         rows += [{"instruction": rec["instruction"], **inst} for inst in gen["instances"]]
     # This stage is derived and may run many times: replace its rejections instead of adding to them.
-    drop_uncommitted(files.rejected, STAGE, "id", set())
+    drop_uncommitted(files.rejected, STAGE, set())
     files.rejected.append(empty)
     write_jsonl_atomic(files.tasks, tasks)
     write_jsonl_atomic(files.dataset, rows)

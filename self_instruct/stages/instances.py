@@ -19,6 +19,7 @@ from ..prompts import (
     render_output_first,
     render_output_first_json,
 )
+from ..store import rejection
 from ..structured import schema_text
 from .common import StageContext, answered, drop_uncommitted
 
@@ -64,15 +65,15 @@ def parse(ctx: StageContext, rec: dict, response: Response) -> Parsed:
     return parse_answer(kind, response.text, response.finish_reason, how)
 
 
-def _reject(rec: dict, reason: str, **extra) -> dict:
-    return {"stage": STAGE, "id": rec["id"], "instruction": rec["instruction"], "reason": reason, **extra}
+def _reject(rec: dict, reason: str, text: str, **details) -> dict:
+    return rejection(STAGE, rec["id"], reason, text, instruction=rec["instruction"], **details)
 
 
 async def run_instances(ctx: StageContext) -> int:
     """Generate instances for classified instructions that have none yet; returns tasks done."""
     f = ctx.files
     done = {r["id"] for r in f.instances.read()}
-    drop_uncommitted(f.rejected, STAGE, "id", done)
+    drop_uncommitted(f.rejected, STAGE, done)
     todo = [r for r in f.classifications.read() if r["id"] not in done]
     n = 0
 
@@ -84,8 +85,8 @@ async def run_instances(ctx: StageContext) -> int:
         for rec, resp in pairs:
             parsed = parse(ctx, rec, resp)
             kept, dropped = filter_instances(parsed.kept, ctx.cfg.instances.max_instances)
-            rejected += [_reject(rec, why, text=t) for why, t in parsed.rejected]
-            rejected += [_reject(rec, why, **inst.to_dict()) for inst, why in dropped]
+            rejected += [_reject(rec, why, t) for why, t in parsed.rejected]
+            rejected += [_reject(rec, why, f"{i.input} => {i.output}", **i.to_dict()) for i, why in dropped]
             records.append(
                 {
                     "id": rec["id"],

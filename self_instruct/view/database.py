@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..manifest import read_manifest
-from ..store import RunFiles, Unread, scan_jsonl
+from ..store import RunFiles, Unread, as_rejection, rejected_instruction, scan_jsonl
 from .metadata import FTS, INDEXES, primary_key, schema
 
 # The files a database is built from: a change to any of them makes it stale.
@@ -229,21 +229,30 @@ def instance_rows(run: Run, read: Reader) -> Iterator[dict]:
             }
 
 
-REJECTED_KEYS = ("stage", "reason", "id", "request", "instruction", "input", "output", "text", "attempt")
-
-
 def rejected_rows(run: Run, read: Reader) -> Iterator[dict]:
-    """Every rejection: an instruction, a part of an answer, an instance, or a task without instances."""
-    for r in read(run.files.rejected.path):
-        near = r.get("most_similar") or {}
-        rest = {k: v for k, v in r.items() if k not in (*REJECTED_KEYS, "most_similar", "run")}
+    """Every rejection: an instruction, a part of an answer, an instance, or a task without instances
+    (any version's records, read in the one shape)."""
+    for r in map(as_rejection, read(run.files.rejected.path)):
+        details = dict(r["details"])
+        near = details.pop("most_similar", None) or {}
+        instruction = rejected_instruction(r)
+        details.pop("instruction", None)
+        bootstrap = r["stage"] == "bootstrap"
         yield {
             "run": run.label,
-            **{k: r.get(k) for k in REJECTED_KEYS},
+            "stage": r["stage"],
+            "reason": r["reason"],
+            "id": None if bootstrap or r["key"] is None else str(r["key"]),
+            "request": r["key"] if bootstrap else None,
+            "instruction": instruction,
+            "input": details.pop("input", None),
+            "output": details.pop("output", None),
+            "text": None if r["text"] == instruction else r["text"],
+            "attempt": details.pop("attempt", None),
             "blocked_by": near.get("instruction"),
             "score": near.get("score"),
-            "source_run": r.get("run"),  # a merged batch: the run the dropped task came from
-            "detail": _json(rest) if rest else None,
+            "source_run": details.pop("run", None),  # a merged batch: the run the dropped task came from
+            "detail": _json(details) if details else None,
         }
 
 
