@@ -34,7 +34,7 @@ from self_instruct.config import load_config  # noqa: E402
 from self_instruct.llm.local_backend import LocalBackend  # noqa: E402
 from self_instruct.llm.openai_backend import OpenAIBackend  # noqa: E402
 from self_instruct.pipeline import run  # noqa: E402
-from self_instruct.store import RunFiles  # noqa: E402
+from self_instruct.store import RunDir  # noqa: E402
 from self_instruct.tasks import load_tasks  # noqa: E402
 
 SEEDS = ROOT / "seeds" / "seed_tasks.jsonl"
@@ -69,11 +69,11 @@ def measure(make_backend, api: str, structured: str, tasks: list[str], requests:
     boot = config(out, f"{label}-boot", api, structured, target=1000, **{"bootstrap.max_requests": requests})
     summary = run(boot, ("bootstrap",), backend=make_backend(api))
     resolved = summary.manifest.get("structured") or {}
-    bfiles = RunFiles(boot.run_dir)
+    bfiles = RunDir(boot.run_dir)
     log = bfiles.bootstrap_log.read()
     # Classify and instances on the same fixed tasks in every mode.
     cfg = config(out, label, api, structured)
-    files = RunFiles(cfg.run_dir)
+    files = RunDir(cfg.run_dir)
     files.root.mkdir(parents=True)
     files.instructions.append(
         [{"id": f"task_{k}", "instruction": t, "request": 0} for k, t in enumerate(tasks)]

@@ -32,10 +32,9 @@ from pathlib import Path
 
 from . import config as config_mod
 from .errors import UserError, os_error
-from .manifest import read_manifest
 from .novelty import NoveltyIndex
 from .pipeline import STAGES, run
-from .store import RunFiles, read_jsonl, rejection, write_json_atomic, write_jsonl_atomic, writer_lock
+from .store import RunDir, read_jsonl, rejection, write_json_atomic, write_jsonl_atomic, writer_lock
 
 PLAN_KEYS = {"name", "output_dir", "base", "matrix", "merge"}
 RESERVED = {"run_name", "output_dir", "llm.cache_dir"}
@@ -128,7 +127,7 @@ def merge(plan: Plan, labels: list[str]) -> dict:
     index = NoveltyIndex(plan.threshold)
     tasks, rows, dropped = [], [], []
     for label in labels:
-        files = RunFiles(plan.root / "runs" / label)
+        files = RunDir.open(plan.root / "runs" / label)
         for task in read_jsonl(files.tasks):
             blocker, _ = index.admit(task["instruction"])
             if blocker is not None:
@@ -140,27 +139,26 @@ def merge(plan: Plan, labels: list[str]) -> dict:
                 continue
             tasks.append({**task, "id": f"{label}/{task['id']}"})
             rows += [{"instruction": task["instruction"], **inst} for inst in task["instances"]]
-    out = plan.root / "merged"
+    out = RunDir(plan.root / "merged")
     sources = {}
     for label in labels:
-        manifest = read_manifest(RunFiles(plan.root / "runs" / label), strict=True)
+        manifest = RunDir.open(plan.root / "runs" / label).read_manifest(strict=True)
         if manifest:
             sources[label] = manifest
     # The merged directory is a run directory too: export reads it, and its card lists every source.
-    write_json_atomic(
-        out / "manifest.json", {"tool": "self-instruct", "merged_from": labels, "sources": sources}
-    )
-    write_jsonl_atomic(out / "tasks.jsonl", tasks)
-    write_jsonl_atomic(out / "dataset.jsonl", rows)
-    write_jsonl_atomic(out / "rejected.jsonl", dropped)
-    return {"tasks": len(tasks), "instances": len(rows), "dropped": len(dropped), "dir": str(out)}
+    write_json_atomic(out.manifest, {"tool": "self-instruct", "merged_from": labels, "sources": sources})
+    write_jsonl_atomic(out.tasks, tasks)
+    write_jsonl_atomic(out.dataset, rows)
+    write_jsonl_atomic(out.rejected.path, dropped)
+    return {"tasks": len(tasks), "instances": len(rows), "dropped": len(dropped), "dir": str(out.root)}
 
 
 def summary_rows(plan: Plan, labels: list[str]) -> list[dict]:
     rows = []
     for label in labels:
-        m = read_manifest(RunFiles(plan.root / "runs" / label), strict=True)
-        c, req = m["counts"], m.get("requests", {})
+        files = RunDir.open(plan.root / "runs" / label)
+        m, totals = files.read_manifest(strict=True), files.totals()
+        c = m["counts"]
         rows.append(
             {
                 "run": label,
@@ -173,10 +171,8 @@ def summary_rows(plan: Plan, labels: list[str]) -> list[dict]:
                     for reason, n in reasons.items()
                 },
                 "failures": c["failures"],
-                "tokens": sum(
-                    s.get("prompt_tokens", 0) + s.get("completion_tokens", 0) for s in req.values()
-                ),
-                "cost_usd": round(sum(s.get("cost_usd", 0) for s in req.values()), 6),
+                "tokens": totals.tokens,
+                "cost_usd": totals.cost_usd,
                 "seconds": m.get("wall_seconds", 0),
             }
         )

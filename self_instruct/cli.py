@@ -283,9 +283,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _print_summary(summary) -> None:
+    from .store import request_totals
+
     c = summary.manifest["counts"]
-    req = summary.manifest.get("requests", {})
-    tokens = sum(s.get("prompt_tokens", 0) + s.get("completion_tokens", 0) for s in req.values())
+    tokens = request_totals(summary.manifest.get("requests")).tokens
     lines = [
         f"run directory: {summary.run_dir}",
         f"  machine instructions: {c['machine_instructions']}  "

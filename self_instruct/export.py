@@ -29,8 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import UserError
-from .manifest import read_manifest
-from .store import RunFiles, Unread, first_unread, scan_jsonl
+from .store import RunDir, Unread, first_unread, scan_jsonl
 from .tasks import load_tasks
 
 FORMATS = ("jsonl", "alpaca", "openai-chat", "prompt-completion", "hf", "parquet")
@@ -69,32 +68,25 @@ class ExportOptions:
     overwrite: bool = False
 
 
-def _run_files(path: str | Path) -> RunFiles:
-    root = Path(path)
-    if not root.is_dir():
-        raise UserError(f"{root}: not a run directory (it does not exist)")
-    files = RunFiles(root)
-    if not files.manifest.exists() and not files.tasks.exists():
-        raise UserError(f"{root}: not a run directory (no manifest.json or tasks.jsonl)")
-    if not files.tasks.exists():
-        raise UserError(f"{root}: no tasks.jsonl yet (run 'self-instruct dataset' on it first)")
-    return files
-
-
 def load_records(run_dirs: list[str], opts: ExportOptions) -> tuple[list[dict], list[dict], list[Unread]]:
     """All instances of the given runs as flat records (with provenance), the runs' manifests, and
-    the lines of their tasks.jsonl that could not be read."""
+    the lines of their dataset files (tasks.jsonl, else dataset.jsonl) that could not be read."""
     records: list[dict] = []
     manifests: list[dict] = []
     unread: list[Unread] = []
     seed_files: list[str] = []
+
+    def read(path: Path) -> list[dict]:
+        rows, not_read = scan_jsonl(path)
+        unread.extend(not_read)
+        return rows
+
     for run_dir in run_dirs:
-        files = _run_files(run_dir)
-        manifest = read_manifest(files, strict=True)
+        files = RunDir.open(run_dir)
+        manifest = files.read_manifest(strict=True)
         manifests.append(manifest)
-        rows, not_read = scan_jsonl(files.tasks)
-        unread += not_read
-        for row in rows:
+        files.require_dataset()  # a run with no dataset yet is refused, by name
+        for row in files.task_records(read):
             for inst in row["instances"]:
                 records.append(
                     {

@@ -1,14 +1,13 @@
 """manifest.json: what a run directory holds and how it was made.
 
-Counts are recomputed from the files each time the manifest is written, so they always equal the
-line counts. Request statistics (tokens, retries, failures) are added up over every session that
-worked on the run. The API key is never written; a base URL loses any user:password part.
+Counts are recomputed from the files (``RunDir.counts``) each time the manifest is written, so they
+always equal the line counts. Request statistics (tokens, retries, failures) are added up over every
+session that worked on the run. The API key is never written; a base URL loses any user:password part.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from collections import Counter
 from collections.abc import Mapping
@@ -16,10 +15,9 @@ from importlib import metadata
 from pathlib import Path
 
 from .config import Config
-from .errors import UserError
 from .prompts import template_hashes
 from .redact import redact_url
-from .store import RunFiles, as_rejection, read_jsonl, write_json_atomic
+from .store import RunDir, write_json_atomic
 
 PACKAGES = (
     "self-instruct",
@@ -46,66 +44,10 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _lines(path: Path) -> int:
-    return len(read_jsonl(path)) if path.exists() else 0
-
-
-def outstanding_failures(files: RunFiles, target: int) -> list[dict]:
-    """The failed requests whose work is still undone; failures.jsonl keeps the whole history.
-
-    A classification or instance request is resolved once its instruction got an answer (a later
-    run retries it). A failed bootstrap request is never retried, the next one takes its place: its
-    failure is resolved once the target is reached."""
-    answered = {
-        "classify": {r["id"] for r in files.classifications.read()}
-        | {as_rejection(r)["key"] for r in files.rejected.read() if r.get("stage") == "classify"},
-        "instances": {r["id"] for r in files.instances.read()},
-    }
-    bootstrap_done = len(files.instructions.read()) >= target
-    out, seen = [], set()
-    for r in files.failures.read():
-        stage, key = r.get("stage"), r.get("key")
-        if (stage, key) in seen:
-            continue
-        resolved = bootstrap_done if stage == "bootstrap" else key in answered.get(str(stage), set())
-        if not resolved:
-            seen.add((stage, key))
-            out.append(r)
-    return out
-
-
 def failure_causes(failures: list[dict], n: int = 3) -> str:
     """'500 server error x4, timeout x1': the most common causes of failed requests."""
     causes = Counter(str(r.get("error") or "?").split(":")[0].split(" (after")[0][:60] for r in failures)
     return ", ".join(f"{cause} x{k}" for cause, k in causes.most_common(n))
-
-
-def count_files(files: RunFiles, target: int) -> dict:
-    rejected = files.rejected.read()
-    by_stage: dict[str, Counter] = {}
-    for r in rejected:
-        by_stage.setdefault(r.get("stage", "?"), Counter())[r.get("reason", "?")] += 1
-    classes = files.classifications.read()
-    inst = files.instances.read()
-    history = files.failures.read()
-    outstanding = outstanding_failures(files, target)
-    failures = Counter(r.get("stage", "?") for r in outstanding)
-    return {
-        "machine_instructions": len(files.instructions.read()),
-        "bootstrap_requests": len(files.bootstrap_log.read()),
-        "classified": len(classes),
-        "classification_tasks": sum(1 for r in classes if r["is_classification"]),
-        "instance_records": len(inst),
-        "instances_kept": sum(len(r["instances"]) for r in inst),
-        "dataset_tasks": _lines(files.tasks),
-        "dataset_rows": _lines(files.dataset),
-        "rejected": len(rejected),
-        "rejected_by_stage": {s: dict(sorted(c.items())) for s, c in sorted(by_stage.items())},
-        "failures": len(outstanding),  # outstanding: requests whose work is still undone
-        "failures_by_stage": dict(sorted(failures.items())),
-        "failures_history": len(history),  # every failed request ever recorded (failures.jsonl)
-        "failures_history_by_stage": dict(sorted(Counter(r.get("stage", "?") for r in history).items())),
-    }
 
 
 def recorded_config(cfg: Config) -> dict:
@@ -115,30 +57,8 @@ def recorded_config(cfg: Config) -> dict:
     return config
 
 
-def read_manifest(files: RunFiles, *, strict: bool = False) -> dict:
-    """The one reader of a run's manifest.json: {} when there is none (yet).
-
-    ``strict`` (export, batch, analysis): a manifest that is not a JSON object is a UserError naming
-    the file and line; otherwise (a run resuming) it counts as none, since it is rewritten anyway."""
-    path = files.manifest
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        if not strict:
-            return {}
-        where = f":{e.lineno}" if isinstance(e, json.JSONDecodeError) else ""
-        raise UserError(f"{path}{where}: unreadable manifest ({e})") from None
-    if not isinstance(data, dict):
-        if strict:
-            raise UserError(f"{path}: expected a JSON object")
-        return {}
-    return data
-
-
 def write_manifest(
-    files: RunFiles,
+    files: RunDir,
     cfg: Config,
     *,
     backend: dict | None,
@@ -150,7 +70,7 @@ def write_manifest(
     classify: dict | None = None,
     provenance: dict | None = None,
 ) -> dict:
-    old = read_manifest(files)
+    old = files.read_manifest()
     usage = files.usage.read()
     live = session["id"]
     session = {**session, "requests": _rounded(_merge(usage_counts(usage, live, live=live), _extras(stats)))}
@@ -182,7 +102,7 @@ def write_manifest(
         "structured": structured or old.get("structured"),
         "classify": classify or old.get("classify"),
         "provenance": provenance or old.get("provenance"),
-        "counts": count_files(files, cfg.target),
+        "counts": files.counts(cfg.target),
         "requests": _rounded(totals),
         "sessions": sessions,
         "wall_seconds": round(sum(s.get("wall_seconds", 0) for s in sessions), 3),

@@ -17,14 +17,7 @@ from .llm.base import Api, Backend, EndpointDown, FatalError, Request
 from .llm.cache import ResponseCache
 from .llm.engine import Breaker, Engine, RetryPolicy
 from .llm.prices import price_for
-from .manifest import (
-    failure_causes,
-    file_sha256,
-    outstanding_failures,
-    read_manifest,
-    recorded_config,
-    write_manifest,
-)
+from .manifest import failure_causes, file_sha256, recorded_config, write_manifest
 from .prompts import template_hashes
 from .provenance import changes, fingerprint, guard
 from .stages.bootstrap import max_bootstrap_requests, run_bootstrap
@@ -32,7 +25,7 @@ from .stages.classify import exhausted, run_classify
 from .stages.common import StageContext
 from .stages.dataset import run_dataset
 from .stages.instances import run_instances
-from .store import RunFiles, writer_lock
+from .store import RunDir, writer_lock
 from .structured import schema_text
 from .tasks import Task, load_tasks
 
@@ -57,7 +50,7 @@ class RunSummary:
     incomplete: list[Gap] = field(default_factory=list)  # the work not done (exit status 3)
 
 
-def incomplete_reasons(cfg: Config, stages: tuple[str, ...], files: RunFiles) -> list[Gap]:
+def incomplete_reasons(cfg: Config, stages: tuple[str, ...], files: RunDir) -> list[Gap]:
     """What the stages that ran left undone: an empty list means the run is complete."""
     accepted = files.instructions.read()
     classified = {r["id"] for r in files.classifications.read()}
@@ -90,7 +83,7 @@ def incomplete_reasons(cfg: Config, stages: tuple[str, ...], files: RunFiles) ->
             )
     if "instances" in stages and (n := len(classified - generated)):
         gaps.append(Gap(f"{n} classified instructions have no instances"))
-    outstanding = outstanding_failures(files, cfg.target)
+    outstanding = files.outstanding_failures(cfg.target)
     if outstanding:
         gaps.append(
             Gap(f"{len(outstanding)} failed requests in failures.jsonl ({failure_causes(outstanding)})")
@@ -98,9 +91,9 @@ def incomplete_reasons(cfg: Config, stages: tuple[str, ...], files: RunFiles) ->
     return gaps
 
 
-def _completions(cfg: Config, files: RunFiles) -> bool:
+def _completions(cfg: Config, files: RunDir) -> bool:
     """Whether the run asks through the completions API (as its manifest records the backend)."""
-    backend = read_manifest(files).get("backend") or {}
+    backend = files.read_manifest().get("backend") or {}
     return backend.get("api", cfg.llm.api) == "completions"
 
 
@@ -221,7 +214,7 @@ def run(
     embedding); ``force`` continues a run directory whose output-changing settings differ;
     ``command``: the command line, for the session list."""
     seeds = load_tasks(cfg.seed_path)
-    files = RunFiles(cfg.run_dir)
+    files = RunDir(cfg.run_dir)
     return asyncio.run(_run(cfg, stages, seeds, files, backend, force, command))
 
 
@@ -229,7 +222,7 @@ async def _run(
     cfg: Config,
     stages: tuple[str, ...],
     seeds: list[Task],
-    files: RunFiles,
+    files: RunDir,
     backend: Backend | None,
     force: bool = False,
     command: str = "",
@@ -259,13 +252,13 @@ async def _run_locked(
     cfg: Config,
     stages: tuple[str, ...],
     seeds: list[Task],
-    files: RunFiles,
+    files: RunDir,
     backend: Backend | None,
     force: bool,
     command: str,
 ) -> RunSummary:
     # Refuse to mix two runs in one directory, before writing to it.
-    previous = read_manifest(files)
+    previous = files.read_manifest()
     fp = fingerprint(
         cfg, file_sha256(cfg.seed_path), template_hashes(), backend.describe() if backend else None
     )

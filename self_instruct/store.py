@@ -1,5 +1,6 @@
-"""A run directory on disk: append-only JSONL stores that survive a crash, atomic whole-file
-writes, lenient reading for readers, and the lock that keeps one writer per run directory.
+"""A run directory on disk: what makes a directory a run (``RunDir``, the one rule every reader
+uses), its files and what they add up to, append-only JSONL stores that survive a crash, atomic
+whole-file writes, lenient reading for readers, and the lock that keeps one writer per run directory.
 
 Each append writes whole lines, then flushes and fsyncs, so after a kill the file holds every record
 that was reported written, plus at most one torn last line. Opening a store for append detects that
@@ -14,7 +15,8 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -279,9 +281,95 @@ def write_jsonl_atomic(path: str | Path, records: Iterable[dict]) -> int:
     return len(lines)
 
 
+# --- the run directory: the one definition of what a run is, its files, and what they add up to.
+#
+# Every command that reads a run (export, view, analyze, batch) opens it through ``RunDir.open``, so
+# a directory is a run for all of them or for none: a directory that holds a manifest or any of the
+# run's data files. A merged batch directory (manifest.json, tasks.jsonl, dataset.jsonl,
+# rejected.jsonl) is one; a copied dataset.jsonl alone is one too, a run whose other files are gone.
+
+# The files that make a directory a run: the manifest, or any file the run's data lives in.
+RUN_MARKERS = ("manifest.json", "tasks.jsonl", "dataset.jsonl", "machine_instructions.jsonl")
+
+# Every file a run directory may hold that readers read (the view's database is built from these).
+RUN_FILE_NAMES = (
+    "manifest.json",
+    "machine_instructions.jsonl",
+    "bootstrap_requests.jsonl",
+    "classifications.jsonl",
+    "instances.jsonl",
+    "rejected.jsonl",
+    "failures.jsonl",
+    "tasks.jsonl",
+    "dataset.jsonl",
+)
+
+
 @dataclass(frozen=True)
-class RunFiles:
+class Totals:
+    """What a run's requests came to, over every stage and session (the manifest's ``requests``)."""
+
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+def _number(value) -> float:
+    return value if isinstance(value, int | float) and not isinstance(value, bool) else 0
+
+
+def request_totals(requests) -> Totals:
+    """The one sum over a manifest's per-stage ``requests`` (cli's summary, batch, view, analysis).
+
+    Lenient: a manifest written by hand or by an older version may lack a stage's keys, or the whole
+    table, and counts as zero there rather than failing a reader."""
+    stages = [c for c in requests.values() if isinstance(c, dict)] if isinstance(requests, dict) else []
+
+    def total(key: str) -> float:
+        return sum(_number(c.get(key, 0)) for c in stages)
+
+    return Totals(
+        requests=int(total("requests")),
+        prompt_tokens=int(total("prompt_tokens")),
+        completion_tokens=int(total("completion_tokens")),
+        cost_usd=round(total("cost_usd"), 6),
+    )
+
+
+def _lines(path: Path) -> int:
+    return len(read_jsonl(path)) if path.exists() else 0
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """A run directory: its files by name, and what they say (counts, totals, the dataset).
+
+    Writers (the pipeline, batch) build one on the directory they create; readers get one from
+    ``RunDir.open``, which refuses a directory that is not a run."""
+
     root: Path
+
+    @classmethod
+    def open(cls, path: str | Path) -> RunDir:
+        """The run directory at ``path`` for a reader; a UserError (exit 2), one line naming the
+        path, when it is none. The same answer for every command that reads runs."""
+        root = Path(path)
+        if not root.is_dir():
+            raise UserError(f"{root}: not a run directory (it does not exist or is not a directory)")
+        if not cls.is_run(root):
+            raise UserError(f"{root}: not a run directory (no {', '.join(RUN_MARKERS)})")
+        return cls(root)
+
+    @staticmethod
+    def is_run(path: str | Path) -> bool:
+        """The one rule: a directory holding a manifest or any of a run's data files."""
+        root = Path(path)
+        return root.is_dir() and any((root / name).is_file() for name in RUN_MARKERS)
 
     @property
     def instructions(self) -> JsonlStore:  # accepted machine instructions
@@ -326,6 +414,137 @@ class RunFiles:
     @property
     def calibration(self) -> Path:
         return self.root / "calibration.json"
+
+    # ---- what the files say
+
+    def dataset_file(self) -> Path | None:
+        """The file the run's dataset is read from: tasks.jsonl (it also knows which tasks are
+        classification tasks), else dataset.jsonl (the same rows, flat: all a copied dataset has);
+        None when neither has rows yet."""
+        return next((p for p in (self.tasks, self.dataset) if p.is_file() and p.stat().st_size > 0), None)
+
+    def require_dataset(self) -> Path:
+        """``dataset_file`` for a reader that needs one (export, analyze): a UserError when none."""
+        source = self.dataset_file()
+        if source is None:
+            raise UserError(
+                f"{self.root}: run directory without a dataset yet (no tasks.jsonl or dataset.jsonl "
+                "with rows; run `self-instruct dataset` first)"
+            )
+        return source
+
+    def task_records(self, read: Callable[[Path], list[dict]]) -> list[dict]:
+        """The dataset as tasks of the seed schema (``id``, ``instruction``, ``instances``,
+        ``is_classification``), read with ``read`` (readers pass one that keeps unread lines): the
+        records of tasks.jsonl, or dataset.jsonl's rows grouped by instruction in order of first
+        appearance (``is_classification`` unknown, ids ``task_N``); [] when there is no dataset yet."""
+        source = self.dataset_file()
+        if source is None:
+            return []
+        records = read(source)
+        return records if source == self.tasks else group_rows(records)
+
+    def read_manifest(self, *, strict: bool = False) -> dict:
+        """The one reader of a run's manifest.json: {} when there is none (yet).
+
+        ``strict`` (export, batch, analysis, view): a manifest that is not a JSON object is a
+        UserError naming the file and line; otherwise (a run resuming) it counts as none, since it
+        is rewritten anyway."""
+        path = self.manifest
+        if not path.is_file():
+            return {}
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            if not strict:
+                return {}
+            where = f":{e.lineno}" if isinstance(e, json.JSONDecodeError) else ""
+            raise UserError(f"{path}{where}: unreadable manifest ({e})") from None
+        if not isinstance(data, dict):
+            if strict:
+                raise UserError(f"{path}: expected a JSON object")
+            return {}
+        return data
+
+    def totals(self) -> Totals:
+        """Requests, tokens and cost over the whole run, as its manifest records them."""
+        return request_totals(self.read_manifest(strict=True).get("requests"))
+
+    def outstanding_failures(self, target: int) -> list[dict]:
+        """The failed requests whose work is still undone; failures.jsonl keeps the whole history.
+
+        A classification or instance request is resolved once its instruction got an answer (a later
+        run retries it). A failed bootstrap request is never retried, the next one takes its place:
+        its failure is resolved once the target is reached."""
+        answered = {
+            "classify": {r["id"] for r in self.classifications.read()}
+            | {as_rejection(r)["key"] for r in self.rejected.read() if r.get("stage") == "classify"},
+            "instances": {r["id"] for r in self.instances.read()},
+        }
+        bootstrap_done = len(self.instructions.read()) >= target
+        out, seen = [], set()
+        for r in self.failures.read():
+            stage, key = r.get("stage"), r.get("key")
+            if (stage, key) in seen:
+                continue
+            resolved = bootstrap_done if stage == "bootstrap" else key in answered.get(str(stage), set())
+            if not resolved:
+                seen.add((stage, key))
+                out.append(r)
+        return out
+
+    def counts(self, target: int) -> dict:
+        """The manifest's ``counts``: recomputed from the files, so they always equal the lines."""
+        rejected = self.rejected.read()
+        by_stage: dict[str, Counter] = {}
+        for r in rejected:
+            by_stage.setdefault(r.get("stage", "?"), Counter())[r.get("reason", "?")] += 1
+        classes = self.classifications.read()
+        inst = self.instances.read()
+        history = self.failures.read()
+        outstanding = self.outstanding_failures(target)
+        failures = Counter(r.get("stage", "?") for r in outstanding)
+        return {
+            "machine_instructions": len(self.instructions.read()),
+            "bootstrap_requests": len(self.bootstrap_log.read()),
+            "classified": len(classes),
+            "classification_tasks": sum(1 for r in classes if r["is_classification"]),
+            "instance_records": len(inst),
+            "instances_kept": sum(len(r["instances"]) for r in inst),
+            "dataset_tasks": _lines(self.tasks),
+            "dataset_rows": _lines(self.dataset),
+            "rejected": len(rejected),
+            "rejected_by_stage": {s: dict(sorted(c.items())) for s, c in sorted(by_stage.items())},
+            "failures": len(outstanding),  # outstanding: requests whose work is still undone
+            "failures_by_stage": dict(sorted(failures.items())),
+            "failures_history": len(history),  # every failed request ever recorded (failures.jsonl)
+            "failures_history_by_stage": dict(sorted(Counter(r.get("stage", "?") for r in history).items())),
+        }
+
+
+def group_rows(rows: list[dict]) -> list[dict]:
+    """Flat ``{"instruction", "input", "output"}`` rows as seed-schema tasks, one per instruction.
+
+    A row that is no such row is passed through as it is, so the reader that checks records names
+    it rather than this function dropping it."""
+    tasks: dict[str, dict] = {}
+    out: list[dict] = []
+    for row in rows:
+        instruction = row.get("instruction")
+        if not isinstance(instruction, str) or "output" not in row:
+            out.append(row)
+            continue
+        task = tasks.get(instruction)
+        if task is None:
+            task = tasks[instruction] = {
+                "id": f"task_{len(tasks)}",
+                "instruction": instruction,
+                "instances": [],
+                "is_classification": None,
+            }
+            out.append(task)
+        task["instances"].append({"input": row.get("input") or "", "output": row["output"]})
+    return out
 
 
 # --- one writer per run directory: an exclusive lock that every command writing a run holds.

@@ -435,7 +435,7 @@ def test_directory_of_nothing_known_and_missing_seeds_name_the_path(tmp_path, fl
     d = tmp_path / "stuff"
     d.mkdir()
     (d / "notes.txt").write_text("hello")
-    with pytest.raises(UserError, match="neither a run directory") as e:
+    with pytest.raises(UserError, match="not a run directory") as e:
         analyze([str(d)], str(tmp_path / "out"), progress=False)
     assert str(d) in str(e.value)
     with pytest.raises(UserError, match="missing-seeds"):

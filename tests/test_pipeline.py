@@ -126,7 +126,7 @@ def test_request_i_sees_the_pool_after_requests_up_to_i_minus_window(tmp_path, w
     from self_instruct.prompts import render_bootstrap
     from self_instruct.stages.bootstrap import shown_instructions
     from self_instruct.stages.common import StageContext
-    from self_instruct.store import RunFiles
+    from self_instruct.store import RunDir
     from self_instruct.tasks import load_tasks
 
     cfg = make_cfg(tmp_path, target=60, **{"bootstrap.window": str(window), "llm.concurrency": "8"})
@@ -137,7 +137,7 @@ def test_request_i_sees_the_pool_after_requests_up_to_i_minus_window(tmp_path, w
     sent = {r.seed: r.prompt for r in backend.calls}  # each request's seed is (seed, i)
     n = len(lines(cfg.run_dir / "bootstrap_requests.jsonl"))
     assert n > window  # later requests do see machine instructions
-    ctx = StageContext(cfg, None, RunFiles(cfg.run_dir))
+    ctx = StageContext(cfg, None, RunDir(cfg.run_dir))
     shows_machine = 0
     for i in range(n):
         pool = [r["instruction"] for r in accepted if r["request"] <= i - window]

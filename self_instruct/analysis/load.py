@@ -2,7 +2,7 @@
 directory, its rejections, failures and manifest.
 
 Accepted inputs:
-- a run directory (it holds ``manifest.json``, ``tasks.jsonl`` or ``dataset.jsonl``);
+- a run directory (``store.RunDir``: the same rule as export and view);
 - a JSONL file, flat ``{"instruction", "input", "output"}`` rows or the seed schema;
 - an Alpaca JSON file: one JSON list of ``{"instruction", "input", "output"}`` objects;
 - a directory written by ``datasets.Dataset.save_to_disk`` (a Dataset or a DatasetDict, whose
@@ -21,8 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UserError
-from ..manifest import read_manifest
-from ..store import RunFiles, Unread, first_unread, scan_jsonl, scan_jsonl_lines
+from ..store import RunDir, Unread, first_unread, scan_jsonl, scan_jsonl_lines
 from ..tasks import Instance, Task, load_tasks, tasks_from_records
 
 
@@ -185,16 +184,10 @@ def _find_seed_file(run_dir: Path, manifest: dict) -> str | None:
     return None
 
 
-def _load_run(path: Path) -> Loaded:
-    files = RunFiles(path)
-    manifest = read_manifest(files, strict=True)
-    # tasks.jsonl knows which tasks are classification tasks; dataset.jsonl holds the same rows.
-    source = next((p for p in (files.tasks, files.dataset) if p.is_file() and p.stat().st_size > 0), None)
-    if source is None:
-        raise UserError(
-            f"{path}: run directory without a dataset yet (no tasks.jsonl or dataset.jsonl with rows; "
-            "run `self-instruct dataset` first)"
-        )
+def _load_run(files: RunDir) -> Loaded:
+    path = files.root
+    manifest = files.read_manifest(strict=True)
+    source = files.require_dataset()
     tasks, _, unread = _load_jsonl(source)
     if not tasks:
         raise UserError(f"{source}: no task could be read{first_unread(unread)}")
@@ -231,15 +224,11 @@ def load_input(path: str | Path) -> Loaded:
     if not p.exists():
         raise UserError(f"{p}: no such file or directory")
     if p.is_dir():
-        files = RunFiles(p)
-        if files.manifest.is_file() or files.tasks.is_file() or files.dataset.is_file():
-            return _load_run(p)
-        if _is_hf_dir(p):
+        # A directory is a run by the one rule every reader uses (RunDir.open, which names the path
+        # when it is none), unless it is a saved Hugging Face dataset, which is no run.
+        if _is_hf_dir(p) and not RunDir.is_run(p):
             return _load_hf(p)
-        raise UserError(
-            f"{p}: neither a run directory (manifest.json, tasks.jsonl, dataset.jsonl) "
-            "nor a saved Hugging Face dataset"
-        )
+        return _load_run(RunDir.open(p))
     loaded = _load_file(p)
     if not loaded.tasks:
         raise UserError(f"{p}: no rows to analyse{first_unread(loaded.unread)}")

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..novelty import NoveltyIndex, rouge_l
-from ..store import as_rejection, rejected_instruction
+from ..store import as_rejection, rejected_instruction, request_totals
 from ..tasks import Task
 
 ROUGE_EDGES = [round(k * 0.05, 2) for k in range(21)]  # 0, 0.05, ..., 1: 0.3 is an edge
@@ -183,42 +183,37 @@ def rejection_summary(rejected: list[dict], examples: int = 3) -> dict:
 
 
 def run_requests(manifest: dict) -> dict:
-    """Tokens, cost, requests and time from a run's manifest.json (per stage and in total)."""
+    """Tokens, cost, requests and time from a run's manifest.json: per stage as recorded, and in
+    total as ``store.request_totals`` adds them up (the sum every command reports)."""
     requests = manifest.get("requests")
     if not isinstance(requests, dict):
         requests = {}
-    per_stage = {}
-    total: dict[str, float] = {}
-    for stage, c in sorted(requests.items()):
-        if not isinstance(c, dict):
-            continue
-        row = {
-            key: c.get(key, 0)
-            for key in (
-                "requests",
-                "cache_hits",
-                "retries",
-                "failures",
-                "prompt_tokens",
-                "completion_tokens",
-                "cost_usd",
-                "seconds_waiting",
-            )
-        }
-        per_stage[stage] = row
-        for k, v in row.items():
-            if isinstance(v, int | float):
-                total[k] = total.get(k, 0) + v
+    keys = (
+        "requests",
+        "cache_hits",
+        "retries",
+        "failures",
+        "prompt_tokens",
+        "completion_tokens",
+        "cost_usd",
+        "seconds_waiting",
+    )
+    per_stage = {
+        stage: {key: c.get(key, 0) for key in keys}
+        for stage, c in sorted(requests.items())
+        if isinstance(c, dict)
+    }
+    totals = request_totals(requests)
     backend = manifest.get("backend")
     if not isinstance(backend, dict):
         backend = {}
     return {
         "per_stage": per_stage,
-        "requests": total.get("requests", 0),
-        "prompt_tokens": total.get("prompt_tokens", 0),
-        "completion_tokens": total.get("completion_tokens", 0),
-        "tokens": total.get("prompt_tokens", 0) + total.get("completion_tokens", 0),
-        "cost_usd": round(total.get("cost_usd", 0.0), 6),
+        "requests": totals.requests,
+        "prompt_tokens": totals.prompt_tokens,
+        "completion_tokens": totals.completion_tokens,
+        "tokens": totals.tokens,
+        "cost_usd": totals.cost_usd,
         "wall_seconds": manifest.get("wall_seconds"),
         "backend": {k: backend.get(k) for k in ("name", "model", "api") if k in backend},
         "counts": manifest.get("counts", {}),

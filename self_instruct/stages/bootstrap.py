@@ -40,7 +40,7 @@ from ..llm.base import Request
 from ..novelty import NoveltyIndex
 from ..parsing import Reading, parse_answer
 from ..prompts import render_bootstrap, render_bootstrap_json, template
-from ..store import RunFiles, rejection, write_jsonl_atomic
+from ..store import RunDir, rejection, write_jsonl_atomic
 from ..structured import schema_text
 from ..tasks import Task
 from .common import StageContext, drop_uncommitted, failure_record, live_stats, progress
@@ -158,7 +158,7 @@ class _Writer:
     """Writes applied requests in order from a worker thread, after computing their accepted
     instructions' most similar pool entries (CPU work the event loop never waits for)."""
 
-    def __init__(self, files: RunFiles, index: NoveltyIndex, k: int) -> None:
+    def __init__(self, files: RunDir, index: NoveltyIndex, k: int) -> None:
         self.files, self.index, self.k = files, index, k
         self.queue: queue.SimpleQueue = queue.SimpleQueue()
         self.error: BaseException | None = None

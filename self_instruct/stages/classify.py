@@ -29,7 +29,7 @@ from ..calibration import MIN_PER_LABEL, YES_TOKENS, calibrate, margin
 from ..llm.base import Request, Response
 from ..parsing import Reading, parse_answer
 from ..prompts import render_classify, render_classify_json
-from ..store import RunFiles, as_rejection, rejection, write_json_atomic
+from ..store import RunDir, as_rejection, rejection, write_json_atomic
 from ..structured import schema_text
 from ..tasks import Task
 from .common import StageContext, answered
@@ -139,7 +139,7 @@ def decision(ctx: StageContext, response: Response) -> str:
     return parse_answer("classify", response.text, response.finish_reason, Reading(structured=ctx.structured))
 
 
-def exhausted(files: RunFiles, max_attempts: int, undecided: set[str]) -> dict[str, str]:
+def exhausted(files: RunDir, max_attempts: int, undecided: set[str]) -> dict[str, str]:
     """The undecided instructions that got all the answers they may get, each with the reason its
     last answer was unusable: running again asks them nothing (raise classify.max_attempts)."""
     attempts: Counter[str] = Counter()

@@ -13,14 +13,14 @@ from tqdm import tqdm
 from ..config import Config
 from ..llm.base import Request, Response
 from ..llm.engine import Engine
-from ..store import JsonlStore, RunFiles, as_rejection, write_jsonl_atomic
+from ..store import JsonlStore, RunDir, as_rejection, write_jsonl_atomic
 
 
 @dataclass
 class StageContext:
     cfg: Config
     engine: Engine | None  # None for stages that call no model
-    files: RunFiles
+    files: RunDir
     structured: bool = False  # answers are JSON of each stage's schema (llm.structured, resolved)
 
     @property

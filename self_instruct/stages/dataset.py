@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..store import RunFiles, rejection, write_jsonl_atomic
+from ..store import RunDir, rejection, write_jsonl_atomic
 from .common import drop_uncommitted
 
 STAGE = "dataset"
@@ -24,7 +24,7 @@ class DatasetResult:
     pending: int  # accepted instructions still waiting for classification or instances
 
 
-def run_dataset(files: RunFiles) -> DatasetResult:
+def run_dataset(files: RunDir) -> DatasetResult:
     accepted = files.instructions.read()
     generated = {r["id"]: r for r in files.instances.read()}
     tasks, rows, empty = [], [], []

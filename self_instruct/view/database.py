@@ -22,22 +22,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UserError
-from ..manifest import read_manifest
-from ..store import RunFiles, Unread, as_rejection, rejected_instruction, scan_jsonl
-from .metadata import FTS, INDEXES, primary_key, schema
-
-# The files a database is built from: a change to any of them makes it stale.
-RUN_FILES = (
-    "manifest.json",
-    "machine_instructions.jsonl",
-    "bootstrap_requests.jsonl",
-    "classifications.jsonl",
-    "instances.jsonl",
-    "rejected.jsonl",
-    "failures.jsonl",
-    "tasks.jsonl",
-    "dataset.jsonl",
+from ..store import (
+    RUN_FILE_NAMES,
+    RunDir,
+    Unread,
+    as_rejection,
+    rejected_instruction,
+    request_totals,
+    scan_jsonl,
 )
+from .metadata import FTS, INDEXES, primary_key, schema
 
 
 @dataclass(frozen=True)
@@ -47,8 +41,8 @@ class Run:
     report: Path | None  # the folder holding this run's analysis report.html, if one exists
 
     @property
-    def files(self) -> RunFiles:
-        return RunFiles(self.root)
+    def files(self) -> RunDir:
+        return RunDir(self.root)
 
     @property
     def report_mount(self) -> str:
@@ -65,23 +59,11 @@ class Run:
 
 def find_runs(paths: list[str]) -> list[Run]:
     """The run directories named on the command line, with a unique label each."""
-    roots = [_run_root(p) for p in paths]
+    roots = [RunDir.open(p).root.resolve() for p in paths]
     if len(set(roots)) < len(roots):
         raise UserError("the same run directory is named twice")
     labels = _labels(roots)
     return [Run(label, root, _find_report(root)) for label, root in zip(labels, roots, strict=True)]
-
-
-def _run_root(path: str) -> Path:
-    root = Path(path)
-    if not root.is_dir():
-        raise UserError(f"{root}: not a run directory (it does not exist or is not a directory)")
-    markers = ("manifest.json", "tasks.jsonl", "machine_instructions.jsonl")
-    if not any((root / m).is_file() for m in markers):
-        raise UserError(
-            f"{root}: not a run directory (no manifest.json, tasks.jsonl or machine_instructions)"
-        )
-    return root.resolve()
 
 
 def _labels(roots: list[Path]) -> list[str]:
@@ -113,7 +95,7 @@ def fingerprint(runs: list[Run]) -> str:
     described = []
     for run in runs:
         files = {}
-        for name in RUN_FILES:
+        for name in RUN_FILE_NAMES:  # a change to any of them makes the database stale
             path = run.root / name
             if path.is_file():
                 st = path.stat()
@@ -144,10 +126,10 @@ def _json(value) -> str | None:
 
 def run_row(run: Run) -> dict:
     """The runs table: what the manifest says about a run (a merged batch directory has less)."""
-    m = read_manifest(run.files, strict=True)
+    m = run.files.read_manifest(strict=True)
     backend = m.get("backend") or {}
     counts = m.get("counts") or {}
-    requests = (m.get("requests") or {}).values()
+    totals = request_totals(m.get("requests"))
     return {
         "run": run.label,
         "path": str(run.root),
@@ -167,8 +149,8 @@ def run_row(run: Run) -> dict:
         "dataset_rows": counts.get("dataset_rows"),
         "rejected": counts.get("rejected"),
         "failures_outstanding": counts.get("failures"),
-        "tokens": sum(r.get("prompt_tokens", 0) + r.get("completion_tokens", 0) for r in requests) or None,
-        "cost_usd": sum(r.get("cost_usd", 0.0) for r in requests) or None,
+        "tokens": totals.tokens or None,
+        "cost_usd": totals.cost_usd or None,
         "wall_seconds": m.get("wall_seconds"),
         "merged_from": _json(m.get("merged_from")),
         "report": run.report_url,
@@ -197,7 +179,7 @@ def instruction_rows(run: Run, read: Reader) -> Iterator[dict]:
 
 
 def task_rows(run: Run, read: Reader) -> Iterator[dict]:
-    for t in read(run.files.tasks):
+    for t in run.files.task_records(read):
         yield {
             "run": run.label,
             "id": t["id"],
@@ -209,9 +191,10 @@ def task_rows(run: Run, read: Reader) -> Iterator[dict]:
 
 
 def instance_rows(run: Run, read: Reader) -> Iterator[dict]:
-    """One row per dataset row: the instances of tasks.jsonl, which dataset.jsonl flattens."""
+    """One row per dataset row: the instances of tasks.jsonl, which dataset.jsonl flattens (a run that
+    has only dataset.jsonl: its rows, grouped by instruction)."""
     methods = {r["id"]: r.get("method") for r in read(run.files.instances.path)}
-    for t in read(run.files.tasks):
+    for t in run.files.task_records(read):
         # A merged directory's task ids are "source run/id": its answers are in that run.
         source_run, _, source_id = t["id"].rpartition("/")
         for n, inst in enumerate(t.get("instances") or [], start=1):
@@ -295,7 +278,7 @@ def _response(run: Run, stage: str, key: str, text, r: dict, instruction, method
 
 def unread_rows(run: Run, read: Reader) -> Iterator[dict]:
     """The lines of the run's files that the other tables left out (so it is filled after them)."""
-    for name in RUN_FILES:
+    for name in RUN_FILE_NAMES:
         for u in read.unread.get(run.root / name, []):
             yield {"run": run.label, "file": name, "line": u.line, "why": u.why}
 
