@@ -4,7 +4,7 @@ import itertools
 import json
 import signal
 import subprocess
-import time
+import threading
 
 from helpers import SEEDS, cli, cli_command, cli_env
 from openai_server import FakeOpenAIServer
@@ -40,6 +40,18 @@ def test_batch_grid_killed_resumed_and_merged(tmp_path):
         assert proc.returncode == 0, proc.stderr
         assert "merged:" in proc.stdout
         write_plan(tmp_path / "cut.toml", server, "cut")
+        held, release = threading.Event(), threading.Event()
+
+        def hold_the_second_run(n, body):
+            # Only the second run's bootstrap samples at temperature 1.0 (runs go in plan order):
+            # its first request waits here until the kill, so the batch is killed with one run
+            # finished and the next begun, however fast the machine is.
+            if body.get("temperature") == 1.0:
+                held.set()
+                release.wait(60)
+            return None
+
+        server.set_fault_rule(hold_the_second_run)
         p = subprocess.Popen(
             [*cli_command(), "batch", "cut.toml"],
             cwd=tmp_path,
@@ -47,12 +59,12 @@ def test_batch_grid_killed_resumed_and_merged(tmp_path):
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        runs = tmp_path / "outputs" / "cut" / "runs"
-        deadline = time.time() + 60
-        while time.time() < deadline and len(list(runs.glob("*/dataset.jsonl"))) < 1:
-            time.sleep(0.05)
+        assert held.wait(60), "the batch never reached its second run"
         p.send_signal(signal.SIGKILL)
         p.wait()
+        release.set()
+        server.set_fault_rule(None)
+        assert len(list((tmp_path / "outputs" / "cut" / "runs").glob("*/dataset.jsonl"))) == 1
         assert not (tmp_path / "outputs" / "cut" / "summary.json").exists()
         proc = cli("batch", "cut.toml", cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr
