@@ -53,3 +53,16 @@ def os_error(e: OSError) -> UserError | RunIncomplete:
         errno.EISDIR: "a directory is in the way of a file",
     }.get(e.errno or 0)
     return UserError(f"{where}{what}" + (f" ({hint})" if hint else ""))
+
+
+def failure_cause(error: str) -> str:
+    """The one classification of a failed request's error text into its cause, as counted and shown
+    everywhere (engine stats, the breaker, the manifest): '500 server error', 'timeout', '429 rate
+    limited', without the message after the colon or the attempt count."""
+    return error.split(":")[0].split(" (after")[0][:60]
+
+
+def is_throttled(error: str) -> bool:
+    """A 429: the server slowing us down, not failing. Neither the breaker nor the resting of an
+    endpoint counts it as a failure; the retry waits as the server asks."""
+    return error.startswith("429")

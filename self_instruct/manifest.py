@@ -15,6 +15,7 @@ from importlib import metadata
 from pathlib import Path
 
 from .config import Config
+from .errors import failure_cause
 from .prompts import template_hashes
 from .redact import redact_url
 from .store import RunDir, write_json_atomic
@@ -46,7 +47,7 @@ def file_sha256(path: Path) -> str:
 
 def failure_causes(failures: list[dict], n: int = 3) -> str:
     """'500 server error x4, timeout x1': the most common causes of failed requests."""
-    causes = Counter(str(r.get("error") or "?").split(":")[0].split(" (after")[0][:60] for r in failures)
+    causes = Counter(failure_cause(str(r.get("error") or "?")) for r in failures)
     return ", ".join(f"{cause} x{k}" for cause, k in causes.most_common(n))
 
 

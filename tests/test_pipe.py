@@ -186,3 +186,26 @@ def test_an_engine_whose_endpoint_keeps_failing_stops_through_its_breaker():
             await engine.run([req(i) for i in range(4)], stage="s")
 
     asyncio.run(main())
+
+
+def test_one_failure_classification_for_the_engine_the_breaker_and_the_manifest():
+    from self_instruct.manifest import failure_causes
+
+    error = "503 server error: overloaded, try later (after 3 attempts)"
+
+    class Failing(Gated):
+        async def complete(self, request: Request) -> Response:
+            raise TransientError(error.split(" (after")[0])
+
+    async def main():
+        breaker = Breaker(2, 1.0)
+        engine = Engine(Failing(0), concurrency=1, retry=RetryPolicy(0, 0.0, 0.0), breaker=breaker)
+        [response] = await engine.run([req(0)], stage="s")
+        return engine, breaker, response
+
+    engine, breaker, response = asyncio.run(main())
+    assert engine.stats["s"]["error:503 server error"] == 1
+    assert dict(breaker.causes) == {"503 server error": 1}
+    assert failure_causes([{"error": response.error}]) == "503 server error x1"
+    throttled = Breaker(1, 1.0)
+    throttled.record(False, "429 rate limited: slow down")  # a window of one would open on a failure

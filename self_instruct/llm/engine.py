@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from aiolimiter import AsyncLimiter
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
+from ..errors import failure_cause, is_throttled
 from .base import Backend, EndpointDown, FatalError, Request, Response, TransientError
 from .cache import ResponseCache, cache_key
 from .prices import Price
@@ -57,11 +58,11 @@ class Breaker:
         self.causes: Counter = Counter()
 
     def record(self, ok: bool, error: str = "") -> None:
-        if self.window <= 0 or error.startswith("429"):
+        if self.window <= 0 or is_throttled(error):
             return
         self.outcomes.append(ok)
         if not ok:
-            self.causes[error.split(":")[0][:60]] += 1
+            self.causes[failure_cause(error)] += 1
         failed = self.outcomes.count(False)
         if len(self.outcomes) == self.window and failed >= self.rate * self.window:
             top = ", ".join(f"{cause} x{n}" for cause, n in self.causes.most_common(2))
@@ -200,7 +201,7 @@ class Engine:
                     try:
                         response = await self.backend.complete(request)
                     except TransientError as e:
-                        stats[f"error:{str(e).split(':')[0][:40]}"] += 1
+                        stats[f"error:{failure_cause(str(e))}"] += 1
                         self.breaker.record(False, str(e))
                         raise
                     self.breaker.record(True)

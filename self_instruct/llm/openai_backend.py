@@ -13,6 +13,7 @@ from typing import Literal
 
 import openai
 
+from ..errors import is_throttled
 from ..redact import redact_url
 from .base import Api, BackendBase, FatalError, Request, Response, TransientError
 
@@ -183,8 +184,10 @@ class OpenAIBackend(BackendBase):
         ep.requests += 1
         try:
             response = await self._call(ep.client, request)
-        except TransientError:
+        except TransientError as e:
             ep.failures += 1
+            if is_throttled(str(e)):  # slowed down, not failing: the retry waits as asked
+                raise
             ep.consecutive_failures += 1
             if ep.consecutive_failures >= self.rest_after and len(self.endpoints) > 1:
                 ep.rested_until = time.monotonic() + self.rest_seconds
