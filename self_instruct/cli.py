@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import types
 import typing
 
 from . import config as config_mod
@@ -35,42 +34,6 @@ ALIASES = {
     "llm.cache": "--cache",
 }
 
-SETTING_HELP = {
-    "run_name": "run directory name under --output-dir",
-    "output_dir": "where run directories are created",
-    "seed_file": "seed tasks (JSONL: seed schema or flat instruction/input/output); empty: the 175 "
-    "seed tasks that ship with the package",
-    "target": "machine-generated instructions to accept",
-    "seed": "random seed (prompt sampling and model sampling)",
-    "progress": "show progress bars",
-    "llm.backend": "auto | local (embedded llama.cpp model) | openai (any OpenAI-compatible server)",
-    "llm.model": "model name for the openai backend (default gpt-4o-mini)",
-    "llm.model_path": "GGUF file for the local backend (default: the embedded SmolLM2-135M-Instruct)",
-    "llm.base_url": "OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 (or OPENAI_BASE_URL)",
-    "llm.api": "auto | completions | chat",
-    "llm.concurrency": "requests in flight at once (the local backend serves one)",
-    "llm.cache": "replay identical requests from the SQLite response cache (--no-cache: always ask)",
-    "llm.cache_dir": "directory of the response cache; empty: the run directory (set one to share it)",
-    "llm.rpm": "requests-per-minute limit (0: none)",
-    "llm.tpm": "tokens-per-minute limit (0: none)",
-    "llm.structured": "auto | on | off: ask for JSON of each stage's schema (response_format, or a "
-    "llama.cpp grammar in process); auto: always in process, for an endpoint if a probe shows it follows one",
-    "classify.max_tokens": "classification answer length, completions API",
-    "classify.chat_max_tokens": "classification answer length, chat API and structured outputs",
-    "classify.max_attempts": "answers asked for per instruction when they are neither yes nor no",
-    "classify.method": "auto | greedy (the reference rule) | calibrated (yes-no log-probability margin, "
-    "threshold fitted on the seed labels); auto: calibrated for the local backend, greedy for endpoints",
-    "classify.logprobs": "top alternatives asked for the first answer token (calibrated)",
-    "llm.breaker_window": "circuit breaker: attempts looked back on (0: off)",
-    "llm.breaker_failure_rate": "circuit breaker: share of those attempts that must fail to stop the run",
-    "instances.max_tokens_input_first": "answer length for input-first instances (the reference: 350)",
-    "instances.max_tokens_output_first": "answer length for output-first instances (the reference: 300)",
-    "bootstrap.window": "requests in flight at most: request i's prompt sees the pool after requests "
-    "0..i-window; fixed, so output is the same at any concurrency; about 8x llm.concurrency keeps a "
-    "fleet with slow stragglers busy, a smaller one follows the growing pool more closely",
-}
-
-
 RESUME_HINT = "Everything accepted so far is saved; run the same command again to resume."
 RESUME_RETRY = "Everything done so far is saved; run the same command again to retry what is missing"
 
@@ -92,10 +55,14 @@ def _flag(name: str) -> str:
     return "--" + name.replace(".", "-").replace("_", "-")
 
 
-def _type_name(typ) -> type:
-    if isinstance(typ, types.UnionType):
-        return next(t for t in typing.get_args(typ) if t is not type(None))
-    return typ
+def _metavar(name: str) -> str:
+    """How --help shows a setting's value: its choices ({auto,local,openai}) or its type (INT)."""
+    words = config_mod.choices(name)
+    return (
+        "{" + ",".join(words) + "}"
+        if words
+        else getattr(config_mod.settings()[name][0], "__name__", "").upper()
+    )
 
 
 def add_export_parser(sub) -> None:
@@ -157,7 +124,10 @@ def add_analyze_parser(sub) -> None:
     g = p.add_argument_group("model for --judge (as for generate)")
     g.add_argument("--config", metavar="FILE")
     for name in ("llm.backend", "llm.model", "llm.model_path", "llm.api", "llm.concurrency"):
-        g.add_argument(ALIASES[name], dest=name, default=argparse.SUPPRESS, help=SETTING_HELP.get(name))
+        help_text = config_mod.fields()[name].description
+        g.add_argument(
+            ALIASES[name], dest=name, default=argparse.SUPPRESS, metavar=_metavar(name), help=help_text
+        )
     g.add_argument("--base-url", dest="llm.base_url", action="append", default=argparse.SUPPRESS)
 
 
@@ -217,6 +187,32 @@ def run_view(args: dict) -> int:
     return view.serve(prepared, port, lambda url: print(f"serving at {url}  (Ctrl-C stops)", flush=True))
 
 
+def add_setting_flags(p: argparse.ArgumentParser) -> None:
+    """A flag for every setting, made from its declaration in config.py: the help text, the choices
+    and the default come from the field. Tables (llm.prices) are set in the config file."""
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    fields = config_mod.fields()
+    for name, (typ, default) in config_mod.settings().items():
+        if name in config_mod.DICT_SETTINGS:
+            continue
+        section = name.split(".")[0] if "." in name else "run"
+        group = groups.get(section) or groups.setdefault(section, p.add_argument_group(f"{section} settings"))
+        flags = [_flag(name)] + ([ALIASES[name]] if name in ALIASES else [])
+        r = config_mod.RANGES.get(name)
+        bounds = f"; {r.describe().removeprefix('must be ')}" if r and (r.low, r.high) != (None, None) else ""
+        help_text = f"{fields[name].description} (default: {default!r}{bounds})"
+        common: dict[str, typing.Any] = {"dest": name, "default": argparse.SUPPRESS}
+        if typing.get_origin(typ) is list:
+            group.add_argument(
+                *flags, action="append", metavar="STR", help=help_text + "; repeat for several", **common
+            )
+        elif typ is bool:
+            group.add_argument(*flags, action=argparse.BooleanOptionalAction, help=help_text, **common)
+        else:
+            # Text, checked by the config (one line naming the setting), not by argparse.
+            group.add_argument(*flags, type=str, metavar=_metavar(name), help=help_text, **common)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="self-instruct", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -231,45 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
             help="continue a run directory although a setting that changes the output differs "
             "(the session records what changed)",
         )
-        groups: dict[str, argparse._ArgumentGroup] = {}
-        for name, (typ, default) in config_mod.settings().items():
-            if name in config_mod.DICT_SETTINGS:
-                continue  # tables are set in the config file
-            section = name.split(".")[0] if "." in name else "run"
-            group = groups.get(section) or groups.setdefault(
-                section, p.add_argument_group(f"{section} settings")
-            )
-            flags = [_flag(name)] + ([ALIASES[name]] if name in ALIASES else [])
-            help_text = f"{SETTING_HELP.get(name, '')} (default: {default!r})".strip()
-            typ = _type_name(typ)
-            if typing.get_origin(typ) is list:
-                group.add_argument(
-                    *flags,
-                    dest=name,
-                    action="append",
-                    metavar="STR",
-                    default=argparse.SUPPRESS,
-                    help=help_text + "; repeat for several",
-                )
-            elif typ is bool:
-                group.add_argument(
-                    *flags,
-                    dest=name,
-                    action=argparse.BooleanOptionalAction,
-                    default=argparse.SUPPRESS,
-                    help=help_text,
-                )
-            else:
-                group.add_argument(
-                    *flags,
-                    dest=name,
-                    type=str,
-                    metavar="{" + ",".join(config_mod.CHOICES[name]) + "}"
-                    if name in config_mod.CHOICES
-                    else typ.__name__.upper(),
-                    default=argparse.SUPPRESS,
-                    help=help_text,
-                )
+        add_setting_flags(p)
     add_export_parser(sub)
     p = sub.add_parser(
         "batch",
