@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import UserError
-from .store import RunDir, Unread, first_unread, scan_jsonl
+from .store import LenientReader, RunDir, Unread, first_unread
 from .tasks import load_tasks
 
 FORMATS = ("jsonl", "alpaca", "openai-chat", "prompt-completion", "hf", "parquet")
@@ -73,14 +73,8 @@ def load_records(run_dirs: list[str], opts: ExportOptions) -> tuple[list[dict], 
     the lines of their dataset files (tasks.jsonl, else dataset.jsonl) that could not be read."""
     records: list[dict] = []
     manifests: list[dict] = []
-    unread: list[Unread] = []
+    read = LenientReader()
     seed_files: list[str] = []
-
-    def read(path: Path) -> list[dict]:
-        rows, not_read = scan_jsonl(path)
-        unread.extend(not_read)
-        return rows
-
     for run_dir in run_dirs:
         files = RunDir.open(run_dir)
         manifest = files.read_manifest(strict=True)
@@ -113,8 +107,8 @@ def load_records(run_dirs: list[str], opts: ExportOptions) -> tuple[list[dict], 
                     }
                 )
     if not records:
-        raise UserError(f"{', '.join(run_dirs)}: no instances to export{first_unread(unread)}")
-    return records, manifests, unread
+        raise UserError(f"{', '.join(run_dirs)}: no instances to export{first_unread(read.unread)}")
+    return records, manifests, read.unread
 
 
 def select(records: list[dict], opts: ExportOptions) -> list[dict]:

@@ -137,6 +137,22 @@ def scan_jsonl_lines(path: str | Path) -> tuple[list[tuple[int, dict]], list[Unr
     return records, unread
 
 
+class LenientReader:
+    """What export, view and analyze read run files with: ``scan_jsonl``, keeping each file's unread
+    lines (once, however often the file is read) for the reader to name."""
+
+    def __init__(self) -> None:
+        self.unread_by_file: dict[Path, list[Unread]] = {}
+
+    def __call__(self, path: str | Path) -> list[dict]:
+        records, self.unread_by_file[Path(path)] = scan_jsonl(path)
+        return records
+
+    @property
+    def unread(self) -> list[Unread]:
+        return [u for lines in self.unread_by_file.values() for u in lines]
+
+
 # --- the one rejection record ------------------------------------------------------------------
 
 # The stages whose rejected item is itself an instruction (its text); the others reject a part of

@@ -51,15 +51,21 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
+def streaming(backend: Gated, n: int, concurrency: int):
+    """An engine on ``backend`` whose usage records are kept, and a pipe with requests 0..n-1 sent."""
+    engine = Engine(backend, concurrency=concurrency)
+    usage: list[dict] = []
+    engine.usage = usage.append
+    pipe = engine.pipe("s")
+    for i in range(n):
+        pipe.send(req(i))
+    return engine, pipe, usage
+
+
 def test_answers_come_in_the_order_sent_whatever_order_they_finish_in():
     async def main():
         backend = Gated(4)
-        engine = Engine(backend, concurrency=4)
-        usage: list[dict] = []
-        engine.usage = usage.append
-        pipe = engine.pipe("s")
-        for i in range(4):
-            pipe.send(req(i))
+        _, pipe, usage = streaming(backend, 4, concurrency=4)
         await settle()
         assert pipe.in_flight == 4 and not pipe.head_ready()
         for i in (3, 1, 2):  # the last ones first
@@ -81,12 +87,7 @@ def test_answers_come_in_the_order_sent_whatever_order_they_finish_in():
 def test_a_fatal_error_anywhere_stops_the_stream_at_once():
     async def main():
         backend = Gated(5, fatal={"3"})
-        engine = Engine(backend, concurrency=5)
-        usage: list[dict] = []
-        engine.usage = usage.append
-        pipe = engine.pipe("s")
-        for i in range(5):
-            pipe.send(req(i))
+        _, pipe, usage = streaming(backend, 5, concurrency=5)
         await settle()
         backend.gates["3"].set()  # the oldest (0) is still out: take() must not wait for it
         with pytest.raises(FatalError, match="400 bad request: 3"):
@@ -103,12 +104,7 @@ def test_a_fatal_error_anywhere_stops_the_stream_at_once():
 def test_requests_left_in_a_closed_pipe_finish_and_are_counted():
     async def main():
         backend = Gated(3)
-        engine = Engine(backend, concurrency=3)
-        usage: list[dict] = []
-        engine.usage = usage.append
-        pipe = engine.pipe("s")
-        for i in range(3):
-            pipe.send(req(i))
+        engine, pipe, usage = streaming(backend, 3, concurrency=3)
         backend.gates["0"].set()
         assert (await pipe.take()).text == "answer 0"
         assert await pipe.close() == 2  # sent and never taken: left to finish
@@ -127,10 +123,7 @@ def test_requests_left_in_a_closed_pipe_finish_and_are_counted():
 def test_concurrency_caps_what_is_at_the_server():
     async def main():
         backend = Gated(5)
-        engine = Engine(backend, concurrency=2)
-        pipe = engine.pipe("s")
-        for i in range(5):
-            pipe.send(req(i))
+        _, pipe, _ = streaming(backend, 5, concurrency=2)
         await settle()
         assert backend.started == ["0", "1"] and pipe.in_flight == 5
         backend.gates["0"].set()

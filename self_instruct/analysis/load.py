@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UserError
-from ..store import RunDir, Unread, first_unread, scan_jsonl, scan_jsonl_lines
+from ..store import LenientReader, RunDir, Unread, first_unread, scan_jsonl_lines
 from ..tasks import Instance, Task, load_tasks, tasks_from_records
 
 
@@ -197,9 +197,11 @@ def _load_run(files: RunDir) -> Loaded:
             calibration = json.loads(_read_text(files.calibration))
         except json.JSONDecodeError as e:
             raise UserError(f"{files.calibration}:{e.lineno}: invalid JSON ({e.msg})") from None
+    read = LenientReader()
     rejected, failures, classifications = (
-        _scan(p, unread) for p in (files.rejected.path, files.failures.path, files.classifications.path)
+        read(p) for p in (files.rejected.path, files.failures.path, files.classifications.path)
     )
+    unread += read.unread
     run = RunInfo(
         rejected=rejected,
         failures=failures,
@@ -209,13 +211,6 @@ def _load_run(files: RunDir) -> Loaded:
         margins=[r["margin"] for r in classifications if "margin" in r],
     )
     return Loaded(str(path), "run", tasks, run, unread=unread)
-
-
-def _scan(path: Path, unread: list[Unread]) -> list[dict]:
-    """A run file's records; the lines it could not read join ``unread``."""
-    records, not_read = scan_jsonl(path)
-    unread += not_read
-    return records
 
 
 def load_input(path: str | Path) -> Loaded:

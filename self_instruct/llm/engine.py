@@ -72,9 +72,13 @@ class Breaker:
             )
 
 
+def _prompt_tokens_estimate(request: Request) -> int:
+    return len(request.prompt) // 4  # about four characters a token for English
+
+
 def _estimate_tokens(request: Request) -> int:
-    # About four characters a token for English; the completion may use all of max_tokens.
-    return len(request.prompt) // 4 + request.max_tokens
+    # The completion may use all of max_tokens.
+    return _prompt_tokens_estimate(request) + request.max_tokens
 
 
 class TokenWindow:
@@ -315,7 +319,7 @@ class Engine:
         answered it, and a paid one bills it). Returns the request's number in this engine."""
         self._numbered += 1
         if self.usage is not None:
-            estimate = len(request.prompt) // 4
+            estimate = _prompt_tokens_estimate(request)
             self.usage(
                 {"event": "sent", "stage": stage, "request": self._numbered, "prompt_tokens_est": estimate}
             )

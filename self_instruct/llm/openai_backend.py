@@ -152,11 +152,13 @@ class OpenAIBackend(BackendBase):
 
         Endpoints that cannot be reached while others can are rested, not fatal."""
         unreachable = []
+        timed_out = 0
         for ep in self.endpoints:
             try:
                 await ep.client.models.list()
             except openai.APITimeoutError:
                 unreachable.append(f"{ep.url} (no answer within llm.timeout = {self.timeout:g} s)")
+                timed_out += 1
                 ep.rested_until = time.monotonic() + self.rest_seconds
             except openai.APIConnectionError as e:
                 unreachable.append(f"{ep.url} ({e.__class__.__name__}: {e})")
@@ -168,7 +170,7 @@ class OpenAIBackend(BackendBase):
             except openai.APIStatusError:
                 pass  # some compatible servers have no /models; generation requests will tell
         if len(unreachable) == len(self.endpoints):
-            setting = "llm.timeout" if all("llm.timeout" in u for u in unreachable) else "llm.base_url"
+            setting = "llm.timeout" if timed_out == len(unreachable) else "llm.base_url"
             raise FatalError(f"{setting}: cannot reach {'; '.join(unreachable)}")
 
     def _pick(self) -> Endpoint:

@@ -139,16 +139,24 @@ def decision(ctx: StageContext, response: Response) -> str:
     return parse_answer("classify", response.text, response.finish_reason, Reading(structured=ctx.structured))
 
 
+def unusable_answers(files: RunDir) -> dict[str, list[str]]:
+    """Each instruction's unusable answers so far, by reason in the order given: how many attempts
+    it has had (so a resumed run asks what an uninterrupted one asks), and why the last one failed."""
+    out: dict[str, list[str]] = {}
+    for r in map(as_rejection, files.rejected.read()):
+        if r["stage"] == STAGE:
+            out.setdefault(r["key"], []).append(r["reason"])
+    return out
+
+
 def exhausted(files: RunDir, max_attempts: int, undecided: set[str]) -> dict[str, str]:
     """The undecided instructions that got all the answers they may get, each with the reason its
     last answer was unusable: running again asks them nothing (raise classify.max_attempts)."""
-    attempts: Counter[str] = Counter()
-    last: dict[str, str] = {}
-    for r in map(as_rejection, files.rejected.read()):
-        if r["stage"] == STAGE and r["key"] in undecided:
-            attempts[r["key"]] += 1
-            last[r["key"]] = r["reason"]
-    return {key: last[key] for key, n in attempts.items() if n >= max_attempts}
+    return {
+        key: reasons[-1]
+        for key, reasons in unusable_answers(files).items()
+        if key in undecided and len(reasons) >= max_attempts
+    }
 
 
 async def run_classify(ctx: StageContext, seed_tasks: list[Task]) -> tuple[int, Method]:
@@ -161,7 +169,7 @@ async def run_classify(ctx: StageContext, seed_tasks: list[Task]) -> tuple[int, 
     failed: set[str] = set()  # requests that failed in this session: retried by the next one
     while True:
         done = {r["id"] for r in f.classifications.read()}
-        attempts = Counter(as_rejection(r)["key"] for r in f.rejected.read() if r.get("stage") == STAGE)
+        attempts = Counter({key: len(reasons) for key, reasons in unusable_answers(f).items()})
         undecided = [r for r in f.instructions.read() if r["id"] not in done and r["id"] not in failed]
         # One round per attempt number, in pool order: the same questions in the same order
         # whatever sessions the work was split into.

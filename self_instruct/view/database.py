@@ -18,18 +18,18 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UserError
 from ..store import (
     RUN_FILE_NAMES,
+    LenientReader,
     RunDir,
     Unread,
     as_rejection,
     rejected_instruction,
     request_totals,
-    scan_jsonl,
 )
 from .metadata import FTS, INDEXES, primary_key, schema
 
@@ -108,18 +108,6 @@ def fingerprint(runs: list[Run]) -> str:
 # ---------------------------------------------------------------------------------------- rows
 
 
-@dataclass
-class Reader:
-    """Reads run files for the tables with scan_jsonl, keeping the lines it could not read: one entry
-    per file, however many tables read it."""
-
-    unread: dict[Path, list[Unread]] = field(default_factory=dict)
-
-    def __call__(self, path: Path) -> list[dict]:
-        records, self.unread[path] = scan_jsonl(path)
-        return records
-
-
 def _json(value) -> str | None:
     return None if value is None else json.dumps(value, ensure_ascii=False)
 
@@ -157,7 +145,7 @@ def run_row(run: Run) -> dict:
     }
 
 
-def instruction_rows(run: Run, read: Reader) -> Iterator[dict]:
+def instruction_rows(run: Run, read: LenientReader) -> Iterator[dict]:
     """Accepted machine instructions with their classification and their 10 most similar entries."""
     classes = {r["id"]: r for r in read(run.files.classifications.path)}
     for r in read(run.files.instructions.path):
@@ -178,7 +166,7 @@ def instruction_rows(run: Run, read: Reader) -> Iterator[dict]:
         }
 
 
-def task_rows(run: Run, read: Reader) -> Iterator[dict]:
+def task_rows(run: Run, read: LenientReader) -> Iterator[dict]:
     for t in run.files.task_records(read):
         yield {
             "run": run.label,
@@ -190,7 +178,7 @@ def task_rows(run: Run, read: Reader) -> Iterator[dict]:
         }
 
 
-def instance_rows(run: Run, read: Reader) -> Iterator[dict]:
+def instance_rows(run: Run, read: LenientReader) -> Iterator[dict]:
     """One row per dataset row: the instances of tasks.jsonl, which dataset.jsonl flattens (a run that
     has only dataset.jsonl: its rows, grouped by instruction)."""
     methods = {r["id"]: r.get("method") for r in read(run.files.instances.path)}
@@ -212,7 +200,7 @@ def instance_rows(run: Run, read: Reader) -> Iterator[dict]:
             }
 
 
-def rejected_rows(run: Run, read: Reader) -> Iterator[dict]:
+def rejected_rows(run: Run, read: LenientReader) -> Iterator[dict]:
     """Every rejection: an instruction, a part of an answer, an instance, or a task without instances
     (any version's records, read in the one shape)."""
     for r in map(as_rejection, read(run.files.rejected.path)):
@@ -239,7 +227,7 @@ def rejected_rows(run: Run, read: Reader) -> Iterator[dict]:
         }
 
 
-def failure_rows(run: Run, read: Reader) -> Iterator[dict]:
+def failure_rows(run: Run, read: LenientReader) -> Iterator[dict]:
     for r in read(run.files.failures.path):
         yield {
             "run": run.label,
@@ -251,7 +239,7 @@ def failure_rows(run: Run, read: Reader) -> Iterator[dict]:
         }
 
 
-def response_rows(run: Run, read: Reader) -> Iterator[dict]:
+def response_rows(run: Run, read: LenientReader) -> Iterator[dict]:
     """The model's answers as the stages kept them: bootstrap requests, classifications, instances."""
     f = run.files
     for r in read(f.bootstrap_log.path):
@@ -276,10 +264,10 @@ def _response(run: Run, stage: str, key: str, text, r: dict, instruction, method
     }
 
 
-def unread_rows(run: Run, read: Reader) -> Iterator[dict]:
+def unread_rows(run: Run, read: LenientReader) -> Iterator[dict]:
     """The lines of the run's files that the other tables left out (so it is filled after them)."""
     for name in RUN_FILE_NAMES:
-        for u in read.unread.get(run.root / name, []):
+        for u in read.unread_by_file.get(run.root / name, []):
             yield {"run": run.label, "file": name, "line": u.line, "why": u.why}
 
 
@@ -295,7 +283,7 @@ def read_unread(db_path: Path, runs: list[Run]) -> list[Unread]:
         db.close()
 
 
-ROWS: dict[str, Callable[[Run, Reader], Iterator[dict]]] = {
+ROWS: dict[str, Callable[[Run, LenientReader], Iterator[dict]]] = {
     "runs": lambda run, read: iter([run_row(run)]),
     "instructions": instruction_rows,
     "tasks": task_rows,
@@ -360,7 +348,7 @@ def _fill(runs: list[Run], path: Path, state: str) -> None:
     import sqlite_utils
 
     db = sqlite_utils.Database(path)
-    read = Reader()
+    read = LenientReader()
     try:
         for name, rows in ROWS.items():
             pk = primary_key(name)
