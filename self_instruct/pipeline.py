@@ -4,27 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .config import Config, LLMConfig, flatten
-from .errors import RunIncomplete, UserError, os_error, require_extra
-from .llm.base import Api, Backend, EndpointDown, FatalError, Request
+from .errors import UserError, os_error, require_extra
+from .executor import Executor
+from .llm.base import Api, Backend, FatalError, Request
 from .llm.cache import ResponseCache
 from .llm.engine import Breaker, Engine, RetryPolicy
 from .llm.prices import price_for
 from .manifest import failure_causes, file_sha256, recorded_config, write_manifest
 from .prompts import template_hashes
 from .provenance import changes, fingerprint, guard
-from .stages.bootstrap import max_bootstrap_requests, run_bootstrap
-from .stages.classify import exhausted, run_classify
+from .stages.bootstrap import BootstrapStep, max_bootstrap_requests
+from .stages.classify import ClassifyStep, exhausted
 from .stages.common import StageContext
-from .stages.dataset import run_dataset
-from .stages.instances import run_instances
+from .stages.dataset import DatasetStep
+from .stages.instances import InstancesStep
+from .step import Step
 from .store import RunDir, writer_lock
 from .structured import schema_text
 from .tasks import Task, load_tasks
@@ -202,6 +202,17 @@ async def resolve_structured(cfg: Config, backend: Backend, previous: dict | Non
     return {**out, "model": backend.model}
 
 
+def make_step(name: str, ctx: StageContext, seeds: list[Task]) -> Step:
+    """The step that does a stage's work."""
+    if name == "bootstrap":
+        return BootstrapStep(ctx, seeds)
+    if name == "classify":
+        return ClassifyStep(ctx, seeds)
+    if name == "instances":
+        return InstancesStep(ctx)
+    return DatasetStep(ctx.files)
+
+
 def run(
     cfg: Config,
     stages: tuple[str, ...] = STAGES,
@@ -272,34 +283,15 @@ async def _run_locked(
         if cfg.llm.structured == "auto" and not structured["on"]:
             notes.append(structured["note"])
     ctx = StageContext(cfg, engine, files, structured=bool(structured and structured["on"]))
-    classify_method: dict | None = None
-    started = time.time()
-    session: dict[str, Any] = {
-        "id": uuid.uuid4().hex[:12],
-        "stages": list(stages),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-        "stage_seconds": {},
-        "status": "running",
-    }
-    if command:
-        session["command"] = command
+    session: dict[str, Any] = {"command": command} if command else {}
     if previous.get("config"):
         changed = changes(flatten(previous["config"]), flatten(recorded_config(cfg)))
         if changed:
             session["changed"] = changed
     if forced:
         session["forced"] = forced
-    if engine is not None:
-        # One line per request as it completes: a killed session's usage is on record too.
-        def log_usage(record: dict) -> None:
-            files.usage.append([{**record, "session": session["id"]}], sync=False)
 
-        engine.usage = log_usage
-
-    def save() -> dict:
-        session["wall_seconds"] = round(time.time() - started, 3)
-        if session["status"] != "running":
-            session["ended"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    def save(session: dict, entries: dict) -> dict:
         info = backend.describe() if backend else None
         if info and info.get("endpoints"):
             session["endpoints"] = info["endpoints"]  # this session's; totals over all
@@ -312,85 +304,19 @@ async def _run_locked(
             stats=engine.stats if engine else {},
             session=session,
             structured=structured,
-            classify=classify_method,
+            classify=entries.get("classify"),
             provenance=provenance,
         )
 
-    save()  # the session is on record from its start: a kill leaves it "running", later "killed"
-    try:
-        for stage in stages:
-            t0 = time.perf_counter()
-            if stage == "bootstrap":
-                result = await run_bootstrap(ctx, seeds)
-                session["wasted_requests"] = result.wasted
-                if result.stopped == "max_requests":
-                    notes.append(
-                        f"bootstrap stopped after {result.requests} requests with {result.accepted} of "
-                        f"{cfg.target} instructions (bootstrap.max_requests)"
-                        + ("; see rejected.jsonl for why" if files.rejected.path.exists() else "")
-                    )
-            elif stage == "classify":
-                _, method = await run_classify(ctx, seeds)
-                classify_method = {"method": method.name, "note": method.note}
-                if method.calibration:
-                    classify_method["calibration"] = {
-                        k: v
-                        for k, v in method.calibration.items()
-                        if k not in ("note", "seed_margins", "seed_labels")
-                    }
-                notes.append(method.note)
-                undecided = len(files.instructions.read()) - len(files.classifications.read())
-                if undecided:
-                    notes.append(
-                        f"{undecided} instructions have no yes/no classification yet: "
-                        + "; ".join(
-                            f"{what} in {path.name}"
-                            for what, path in (
-                                ("unusable answers", files.rejected.path),
-                                ("failed requests", files.failures.path),
-                            )
-                            if path.exists()
-                        )
-                    )
-            elif stage == "instances":
-                await run_instances(ctx)
-            elif stage == "dataset":
-                ds = run_dataset(files)
-                if ds.pending:
-                    notes.append(
-                        f"{ds.pending} accepted instructions have no instances yet (see failures.jsonl "
-                        "and the classify rejections in rejected.jsonl)"
-                    )
-            session["stage_seconds"][stage] = round(time.perf_counter() - t0, 3)
-            save()
-        session["status"] = "finished"
-    except EndpointDown as e:
-        session["status"] = "stopped"
-        see = "; see failures.jsonl" if files.failures.path.exists() else ""
-        raise RunIncomplete(f"{e}{see}; run the same command again to resume") from None
-    except FatalError as e:
-        session["status"] = "failed"
-        raise UserError(str(e)) from None
-    except OSError as e:
-        error = os_error(e)
-        session["status"] = "stopped" if isinstance(error, RunIncomplete) else "failed"
-        session["error"] = str(error)
-        raise error from None
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        session["status"] = "interrupted"
-        raise
-    finally:
-        if engine is not None:  # requests a stage left at the server: on record, or cancelled
-            await engine.drain(cancel=session["status"] != "finished")
-        try:
-            manifest = save()
-        except OSError as e:
-            # Ending with an error already: the manifest of the last save stands (a full disk may
-            # have no room for a new one), and the error that ended the session is the one to tell.
-            if session["status"] == "finished":
-                session["status"] = "stopped"
-                raise os_error(e) from None
-        finally:
-            if engine and engine.cache:
-                engine.cache.close()
-    return RunSummary(files.root, manifest, notes, incomplete_reasons(cfg, stages, files))
+    executor = Executor(
+        files,
+        engine,
+        show_progress=cfg.progress,
+        batch_api=cfg.llm.batch_api,
+        batch_poll_seconds=cfg.llm.batch_poll_seconds,
+        session=session,
+        save=save,
+    )
+    reports = await executor.run(make_step(name, ctx, seeds) for name in stages)
+    notes += [note for report in reports for note in report.notes]
+    return RunSummary(files.root, executor.manifest, notes, incomplete_reasons(cfg, stages, files))

@@ -297,6 +297,17 @@ def write_jsonl_atomic(path: str | Path, records: Iterable[dict]) -> int:
     return len(lines)
 
 
+def drop_uncommitted(store: JsonlStore, stage: str, committed: set) -> list[dict]:
+    """Remove a stage's rejections whose unit of work (their key) is not in ``committed``: a crash came
+    between a unit's rejections and the line that commits it (the executor's recovery), or a derived
+    stage replaces its rejections (``committed`` empty). Returns the records kept."""
+    records = store.read()
+    kept = [r for r in records if r.get("stage") != stage or as_rejection(r)["key"] in committed]
+    if len(kept) != len(records):
+        write_jsonl_atomic(store.path, kept)
+    return kept
+
+
 # --- the run directory: the one definition of what a run is, its files, and what they add up to.
 #
 # Every command that reads a run (export, view, analyze, batch) opens it through ``RunDir.open``, so

@@ -28,6 +28,7 @@ class BatchStore:
         self.batches: dict[str, dict] = {}
         self.fail_ids: set[str] = set()
         self.created = 0
+        self.retrieved = threading.Event()  # a client polled a batch (it saved the batch's id first)
         self._lock = threading.Lock()
 
     def _file(self, content: bytes, purpose: str, filename: str) -> dict:
@@ -63,6 +64,7 @@ class BatchStore:
                 if batch is None:
                     return 404, _error(404, "no such batch")
                 self._advance(batch)
+                self.retrieved.set()
                 return 200, batch
             return 404, _error(404, f"Invalid URL ({method} {route})")
 

@@ -3,7 +3,6 @@
 import json
 import signal
 import subprocess
-import time
 
 from helpers import check_run_dir, cli, cli_command, cli_env
 from openai_server import FakeOpenAIServer
@@ -58,11 +57,9 @@ def test_a_restart_polls_the_batch_in_flight_instead_of_creating_another(tmp_pat
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        state = tmp_path / "outputs" / "r" / "batch_classify.json"
-        deadline = time.time() + 60
-        while time.time() < deadline and not state.exists():
-            time.sleep(0.05)
-        assert state.exists()
+        # The client saves the batch's id before it polls: once it polls, a restart can resume it.
+        assert server.batches.retrieved.wait(120), "the classify batch was never polled"
+        assert (tmp_path / "outputs" / "r" / "batch_classify.json").exists()
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         assert server.batches.created == 1

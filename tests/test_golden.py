@@ -24,19 +24,11 @@ from self_instruct.config import load_config
 from self_instruct.llm.base import Request, Response, TransientError
 from self_instruct.pipeline import run
 from self_instruct.prompts import CHAT_CLASSIFY_QUESTION, CHAT_INPUT_FIRST_REQUEST, CHAT_OUTPUT_FIRST_REQUEST
+from self_instruct.store import RUN_FILE_NAMES
 
 SEEDS = str(Path(__file__).parent.parent / "seeds" / "seed_tasks.jsonl")
 FIXTURE = Path(__file__).parent / "data" / "golden.json"
-DATA_FILES = (
-    "machine_instructions.jsonl",
-    "bootstrap_requests.jsonl",
-    "classifications.jsonl",
-    "instances.jsonl",
-    "rejected.jsonl",
-    "failures.jsonl",
-    "tasks.jsonl",
-    "dataset.jsonl",
-)
+DATA_FILES = tuple(name for name in RUN_FILE_NAMES if name != "manifest.json")  # usage.jsonl: timings
 
 
 def _h(text: str) -> int:

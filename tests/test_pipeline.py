@@ -150,15 +150,15 @@ def test_request_i_sees_the_pool_after_requests_up_to_i_minus_window(tmp_path, w
 def test_in_flight_follows_the_recent_yield():
     from collections import deque
 
-    from self_instruct.stages.bootstrap import in_flight_cap, in_flight_wanted
+    from self_instruct.executor import in_flight_limit
+    from self_instruct.stages.bootstrap import in_flight_wanted
 
     assert in_flight_wanted(2000, deque(), 64, 7) == 64  # far from the target: all that may go
     assert in_flight_wanted(10, deque(), 64, 7) == 2  # before any answer: each may bring 7
     assert in_flight_wanted(10, deque([1, 1, 1, 1, 1]), 64, 7) == 5  # 10 more at (5 + 7) / 6 a request
     assert in_flight_wanted(10, deque([0, 0]), 64, 7) == 64  # nothing accepted lately: no estimate
     assert in_flight_wanted(1, deque([5, 5]), 64, 7) == 1
-    assert in_flight_cap(512, 1) == 1 and in_flight_cap(512, 16) == 128 and in_flight_cap(512, 64) == 512
-    assert in_flight_cap(4, 64) == 4
+    assert in_flight_limit(1) == 1 and in_flight_limit(16) == 128 and in_flight_limit(64) == 512
 
 
 def test_window_is_recorded_and_a_run_directory_refuses_another(tmp_path):
@@ -361,6 +361,6 @@ def test_a_run_directory_refuses_settings_that_would_mix_two_runs(tmp_path):
 
 
 def test_progress_bar_counts_are_readable():
-    from self_instruct.stages.common import human
+    from self_instruct.executor import human
 
     assert [human(n) for n in (0, 950, 20_100, 3_400_000)] == ["0", "950", "20.1k", "3.4M"]

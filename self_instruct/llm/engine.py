@@ -153,7 +153,7 @@ class Engine:
         self._tpm = TokenWindow(tpm) if tpm > 0 else None
         self.stats: dict[str, Stats] = {}
         self._backoff = wait_exponential_jitter(
-            initial=self.retry.backoff_initial, max=self.retry.backoff_max
+            multiplier=self.retry.backoff_initial, max=self.retry.backoff_max
         )
         self._slots: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
         self._detached: set[asyncio.Task] = set()  # requests closed pipes left behind

@@ -27,35 +27,24 @@ from __future__ import annotations
 
 import bisect
 import math
-import queue
 import random
-import threading
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from ..config import Config
 from ..filters import check_instruction
-from ..llm.base import Request
+from ..llm.base import Request, Response
 from ..novelty import NoveltyIndex
 from ..parsing import Reading, parse_answer
 from ..prompts import render_bootstrap, render_bootstrap_json, template
-from ..store import RunDir, rejection, write_jsonl_atomic
+from ..step import Applied, Report, Step, Work
+from ..store import rejection
 from ..structured import schema_text
 from ..tasks import Task
-from .common import StageContext, drop_uncommitted, failure_record, live_stats, progress
+from .common import StageContext
 
 STAGE = "bootstrap"
 RECENT = 128  # requests the recent yield is measured over
-
-
-@dataclass
-class BootstrapResult:
-    accepted: int
-    rejected: int
-    requests: int
-    stopped: str  # "target" or "max_requests"
-    wasted: int = 0  # requests answered in this session but not applied (past the target)
 
 
 def max_bootstrap_requests(cfg: Config) -> int:
@@ -72,18 +61,6 @@ def sample_prompt_instructions(
     chosen += rng.sample(seeds, min(n_total - take_machine, len(seeds)))
     rng.shuffle(chosen)
     return chosen
-
-
-def _recover(ctx: StageContext) -> tuple[list[dict], set[int]]:
-    """Accepted records of applied requests only; drop what a crash left half-applied."""
-    f = ctx.files
-    applied = {r["request"] for r in f.bootstrap_log.read()}
-    accepted = f.instructions.read()
-    kept = [r for r in accepted if r["request"] in applied]
-    if len(kept) != len(accepted):
-        write_jsonl_atomic(f.instructions.path, kept)
-    drop_uncommitted(f.rejected, STAGE, applied)
-    return kept, applied
 
 
 def shown_instructions(ctx: StageContext, i: int, seeds: list[str], machine: Sequence[str]) -> list[str]:
@@ -147,130 +124,94 @@ def in_flight_wanted(remaining: int, recent: deque[int], cap: int, best: int) ->
     return max(1, min(cap, math.ceil(remaining / per_request)))
 
 
-def in_flight_cap(window: int, concurrency: int) -> int:
-    """The most requests worth having in flight: a single slot answers in order and needs no more
-    than the one it works on; several slots answer out of order, and about 8 per slot keep them busy
-    while the oldest request is still out (bench/fleet.py). Never more than the window."""
-    return 1 if concurrency == 1 else min(window, 8 * concurrency)
+class BootstrapStep(Step):
+    """Grow the pool to the target through the sliding window (see the module docstring)."""
 
+    name = STAGE
+    unit = "instr"
+    output = "instructions"
+    log = "bootstrap_log"  # one line per applied request commits its accepted and rejected records
+    key = "request"
+    batchable = False  # each request's prompt waits on the answers W requests before it
 
-class _Writer:
-    """Writes applied requests in order from a worker thread, after computing their accepted
-    instructions' most similar pool entries (CPU work the event loop never waits for)."""
+    def __init__(self, ctx: StageContext, seed_tasks: list[Task]) -> None:
+        self.ctx, self.cfg = ctx, ctx.cfg
+        self.seeds = [t.instruction for t in seed_tasks]
 
-    def __init__(self, files: RunDir, index: NoveltyIndex, k: int) -> None:
-        self.files, self.index, self.k = files, index, k
-        self.queue: queue.SimpleQueue = queue.SimpleQueue()
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._loop, name="bootstrap-writer", daemon=True)
-        self.thread.start()
+    async def start(self, concurrency: int) -> None:
+        b, files = self.cfg.bootstrap, self.ctx.files
+        accepted = files.instructions.read()
+        applied = [r["request"] for r in files.bootstrap_log.read()]
+        self.index = NoveltyIndex(b.similarity_threshold, b.tokenizer)
+        for text in self.seeds:
+            self.index.add(text)
+        for r in accepted:
+            self.index.add(r["instruction"])
+        self.machine = [r["instruction"] for r in accepted]
+        self.made_by = [r["request"] for r in accepted]  # the request that made each, ascending
+        self.n_rejected = sum(1 for r in files.rejected.read() if r.get("stage") == STAGE)
+        self.max_requests = max_bootstrap_requests(self.cfg)
+        self.next_apply = max(applied) + 1 if applied else 0
+        self.next_send = self.next_apply
+        self.recent: deque[int] = deque(maxlen=RECENT)  # accepted per applied request, lately
 
-    def put(self, accepted: list[dict], rejected: list[dict], failed: list[dict], log: dict) -> None:
-        if self.error is not None:
-            raise self.error
-        self.queue.put((accepted, rejected, failed, log))
+    def next(self, in_flight: int, limit: int) -> list[Work] | None:
+        b = self.cfg.bootstrap
+        remaining = self.cfg.target - len(self.machine)
+        if remaining <= 0:
+            return None  # the answers still in flight are not needed
+        wanted = in_flight_wanted(remaining, self.recent, min(limit, b.window), b.max_new_per_request)
+        out: list[Work] = []
+        # Request i may go once requests 0..i-W are applied; its prompt sees exactly those.
+        last = min(self.max_requests, self.next_apply + b.window)
+        while self.next_send < last and in_flight + len(out) < wanted:
+            i = self.next_send
+            pool = _Prefix(self.machine, bisect.bisect_right(self.made_by, i - b.window))
+            shown = shown_instructions(self.ctx, i, self.seeds, pool)
+            out.append(Work(i, build_request(self.ctx, i, shown), shown))
+            self.next_send += 1
+        return out
 
-    def _loop(self) -> None:
-        done = False
-        while not done:
-            items = [self.queue.get()]
-            while not self.queue.empty():
-                items.append(self.queue.get())
-            if items[-1] is None:
-                done = True
-                items.pop()
-            if self.error is not None or not items:
-                continue
-            try:
-                self._write(items)
-            except BaseException as e:  # re-raised on the event loop by put() or close()
-                self.error = e
+    def apply(self, work: Work, response: Response) -> Applied:
+        i = self.next_apply
+        assert work.key == i
+        acc, rej = _apply(self.ctx, i, work.data, response, self.index, len(self.machine))
+        log = {
+            "request": i,
+            "finish_reason": response.finish_reason,
+            "accepted": len(acc),
+            "rejected": len(rej),
+            "prompt_tokens": response.prompt_tokens,
+            "completion_tokens": response.completion_tokens,
+            "error": response.error,
+            "text": response.text,
+        }
+        self.machine.extend(r["instruction"] for r in acc)
+        self.made_by.extend(i for _ in acc)
+        self.recent.append(len(acc))
+        self.n_rejected += len(rej)
+        self.next_apply = i + 1
+        return Applied(acc, rej, log)
 
-    def _write(self, items: list[tuple]) -> None:
-        """Records first, then the log lines that commit them (a crash in between leaves records
-        that _recover discards)."""
-        accepted = [r for item in items for r in item[0]]
-        _record_similar(self.index, accepted, self.k)
-        self.files.instructions.append(accepted)
-        self.files.rejected.append([r for item in items for r in item[1]])
-        self.files.failures.append([r for item in items for r in item[2]])
-        self.files.bootstrap_log.append([item[3] for item in items])
+    def before_write(self, applied: list[Applied]) -> None:
+        _record_similar(
+            self.index, [r for a in applied for r in a.records], self.cfg.bootstrap.record_similar
+        )
 
-    def close(self) -> None:
-        """Write everything queued, then stop the thread."""
-        self.queue.put(None)
-        self.thread.join()
-        if self.error is not None:
-            raise self.error
+    def progress(self) -> tuple[int, int, dict]:
+        extra = {"rejected": self.n_rejected, "requests": self.next_apply}
+        return min(len(self.machine), self.cfg.target), self.cfg.target, extra
 
-
-async def run_bootstrap(ctx: StageContext, seed_tasks: list[Task]) -> BootstrapResult:
-    cfg, b = ctx.cfg, ctx.cfg.bootstrap
-    assert ctx.engine is not None
-    seeds = [t.instruction for t in seed_tasks]
-    accepted, applied = _recover(ctx)
-    index = NoveltyIndex(b.similarity_threshold, b.tokenizer)
-    for text in seeds:
-        index.add(text)
-    for r in accepted:
-        index.add(r["instruction"])
-    machine = [r["instruction"] for r in accepted]
-    made_by = [r["request"] for r in accepted]  # the request that made each, ascending
-    n_rejected = sum(1 for r in ctx.files.rejected.read() if r.get("stage") == STAGE)
-    max_requests = max_bootstrap_requests(cfg)
-    next_apply = max(applied) + 1 if applied else 0
-    next_send = next_apply
-    sent: deque[tuple[Request, list[str]]] = deque()  # in flight: each request and its shown tasks
-    recent: deque[int] = deque(maxlen=RECENT)  # accepted per applied request, lately
-    stopped = "target"
-    bar = progress(cfg, total=cfg.target, initial=min(len(machine), cfg.target), desc=STAGE, unit="instr")
-    pipe = ctx.engine.pipe(STAGE)
-    cap = in_flight_cap(b.window, ctx.engine.concurrency)
-    writer = _Writer(ctx.files, index, b.record_similar)
-    wasted, ok = 0, False
-    try:
-        while len(machine) < cfg.target:
-            wanted = in_flight_wanted(cfg.target - len(machine), recent, cap, b.max_new_per_request)
-            # Request i may go once requests 0..i-W are applied; its prompt sees exactly those.
-            while next_send < min(max_requests, next_apply + b.window) and pipe.in_flight < wanted:
-                pool = _Prefix(machine, bisect.bisect_right(made_by, next_send - b.window))
-                shown = shown_instructions(ctx, next_send, seeds, pool)
-                request = build_request(ctx, next_send, shown)
-                pipe.send(request)
-                sent.append((request, shown))
-                next_send += 1
-            if not pipe.in_flight:
-                stopped = "max_requests"
-                break
-            response = await pipe.take()
-            request, shown = sent.popleft()
-            i = next_apply
-            acc, rej = _apply(ctx, i, shown, response, index, len(machine))
-            failed = [] if response.ok else [failure_record(STAGE, i, request, response)]
-            log = {
-                "request": i,
-                "finish_reason": response.finish_reason,
-                "accepted": len(acc),
-                "rejected": len(rej),
-                "prompt_tokens": response.prompt_tokens,
-                "completion_tokens": response.completion_tokens,
-                "error": response.error,
-                "text": response.text,
-            }
-            writer.put(acc, rej, failed, log)
-            machine.extend(r["instruction"] for r in acc)
-            made_by.extend(i for _ in acc)
-            recent.append(len(acc))
-            n_rejected += len(rej)
-            next_apply = i + 1
-            bar.update(min(len(acc), cfg.target - bar.n))
-            bar.set_postfix(live_stats(ctx.engine, STAGE, rejected=n_rejected, requests=next_apply))
-        ok = True
-    finally:
-        wasted = await pipe.close(cancel=not ok)
-        writer.close()
-        bar.close()
-    return BootstrapResult(len(machine), n_rejected, next_apply, stopped, wasted)
+    def finish(self) -> Report:
+        if len(self.machine) >= self.cfg.target:
+            return Report()
+        more = "; see rejected.jsonl for why" if self.ctx.files.rejected.path.exists() else ""
+        return Report(
+            [
+                f"bootstrap stopped after {self.next_apply} requests with {len(self.machine)} of "
+                f"{self.cfg.target} instructions (bootstrap.max_requests){more}"
+            ]
+        )
 
 
 def _apply(ctx: StageContext, i: int, shown: list[str], resp, index: NoveltyIndex, n_machine: int):

@@ -22,17 +22,18 @@ the stage again retries it.
 from __future__ import annotations
 
 import json
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
 
 from ..calibration import MIN_PER_LABEL, YES_TOKENS, calibrate, margin
 from ..llm.base import Request, Response
 from ..parsing import Reading, parse_answer
 from ..prompts import render_classify, render_classify_json
+from ..step import Applied, Report, Step, Work
 from ..store import RunDir, as_rejection, rejection, write_json_atomic
 from ..structured import schema_text
 from ..tasks import Task
-from .common import StageContext, answered
+from .common import StageContext
 
 STAGE = "classify"
 RETRY_TEMPERATURE = 0.7
@@ -159,62 +160,101 @@ def exhausted(files: RunDir, max_attempts: int, undecided: set[str]) -> dict[str
     }
 
 
-async def run_classify(ctx: StageContext, seed_tasks: list[Task]) -> tuple[int, Method]:
-    """Classify every accepted instruction that has no classification yet.
+class ClassifyStep(Step):
+    """Classify every accepted instruction that has no classification yet, in rounds: one per attempt
+    number, in pool order, so the same questions go out in the same order whatever sessions the work
+    was split into."""
 
-    Returns how many were done and the method used."""
-    f = ctx.files
-    n = 0
-    method = await choose_method(ctx, seed_tasks)
-    failed: set[str] = set()  # requests that failed in this session: retried by the next one
-    while True:
-        done = {r["id"] for r in f.classifications.read()}
-        attempts = Counter({key: len(reasons) for key, reasons in unusable_answers(f).items()})
-        undecided = [r for r in f.instructions.read() if r["id"] not in done and r["id"] not in failed]
-        # One round per attempt number, in pool order: the same questions in the same order
-        # whatever sessions the work was split into.
-        round_no = min((attempts[r["id"]] for r in undecided), default=None)
-        if round_no is None or round_no >= ctx.cfg.classify.max_attempts:
-            return n, method
-        todo = [r for r in undecided if attempts[r["id"]] == round_no]
+    name = STAGE
+    unit = "instr"
+    output = "classifications"
+    attempts_are_records = True  # an unusable answer is a finished attempt: it counts on resume
+    batchable = True
 
-        def build(rec: dict, attempt: int = round_no) -> Request:
-            if method.name == "calibrated":
-                return score_request(ctx, rec["instruction"], attempt)
-            return build_request(ctx, rec["instruction"], attempt)
+    def __init__(self, ctx: StageContext, seed_tasks: list[Task]) -> None:
+        self.ctx, self.seed_tasks = ctx, seed_tasks
+        self.todo: deque[dict] = deque()
+        self.round_no = 0
 
-        failed.update(r["id"] for r in todo)
-        async for pairs in answered(ctx, STAGE, todo, build, done=len(done), unit="instr"):
-            records, rejected = [], []
-            for rec, resp in pairs:
-                failed.discard(rec["id"])
-                m = margin(resp.top_logprobs) if method.name == "calibrated" else None
-                if method.name == "calibrated":
-                    assert method.threshold is not None
-                    d = "missing_logprobs" if m is None else "yes" if m >= method.threshold else "no"
-                else:
-                    d = decision(ctx, resp)
-                if d in UNUSABLE:
-                    rejected.append(
-                        rejection(
-                            STAGE,
-                            rec["id"],
-                            UNUSABLE[d],
-                            resp.text,
-                            instruction=rec["instruction"],
-                            attempt=round_no,
-                        )
-                    )
-                else:
-                    records.append(
-                        {
-                            "id": rec["id"],
-                            "instruction": rec["instruction"],
-                            "is_classification": d == "yes",
-                            "answer": resp.text.strip(),
-                            "method": method.name,
-                            **({"margin": round(m, 4)} if m is not None else {}),
-                        }
-                    )
-            f.rejected.append(rejected)
-            n += f.classifications.append(records)
+    async def start(self, concurrency: int) -> None:
+        f = self.ctx.files
+        self.method = await choose_method(self.ctx, self.seed_tasks)
+        self.instructions = f.instructions.read()
+        self.done = {r["id"] for r in f.classifications.read()}
+        self.attempts = Counter({key: len(reasons) for key, reasons in unusable_answers(f).items()})
+        self.failed: set[str] = set()  # requests that failed in this session: retried by the next one
+
+    def _new_round(self) -> None:
+        undecided = [r for r in self.instructions if r["id"] not in self.done and r["id"] not in self.failed]
+        round_no = min((self.attempts[r["id"]] for r in undecided), default=None)
+        if round_no is None or round_no >= self.ctx.cfg.classify.max_attempts:
+            return
+        self.round_no = round_no
+        self.todo.extend(r for r in undecided if self.attempts[r["id"]] == round_no)
+        self.failed.update(r["id"] for r in self.todo)
+
+    def next(self, in_flight: int, limit: int) -> list[Work]:
+        if not self.todo and not in_flight:
+            self._new_round()
+        out: list[Work] = []
+        while self.todo and in_flight + len(out) < limit:
+            rec = self.todo.popleft()
+            out.append(Work(rec["id"], self._request(rec["instruction"]), rec))
+        return out
+
+    def _request(self, instruction: str) -> Request:
+        if self.method.name == "calibrated":
+            return score_request(self.ctx, instruction, self.round_no)
+        return build_request(self.ctx, instruction, self.round_no)
+
+    def apply(self, work: Work, response: Response) -> Applied:
+        rec = work.data
+        if not response.ok:
+            return Applied()
+        self.failed.discard(rec["id"])
+        method = self.method
+        m = margin(response.top_logprobs) if method.name == "calibrated" else None
+        if method.name == "calibrated":
+            assert method.threshold is not None
+            d = "missing_logprobs" if m is None else "yes" if m >= method.threshold else "no"
+        else:
+            d = decision(self.ctx, response)
+        if d in UNUSABLE:
+            self.attempts[rec["id"]] += 1
+            why = UNUSABLE[d]
+            details = {"instruction": rec["instruction"], "attempt": self.round_no}
+            return Applied(rejected=[rejection(STAGE, rec["id"], why, response.text, **details)])
+        self.done.add(rec["id"])
+        record = {
+            "id": rec["id"],
+            "instruction": rec["instruction"],
+            "is_classification": d == "yes",
+            "answer": response.text.strip(),
+            "method": method.name,
+            **({"margin": round(m, 4)} if m is not None else {}),
+        }
+        return Applied(records=[record])
+
+    def progress(self) -> tuple[int, int, dict]:
+        return len(self.done), len(self.instructions), {}
+
+    def finish(self) -> Report:
+        method = self.method
+        entry: dict = {"method": method.name, "note": method.note}
+        if method.calibration:
+            skip = ("note", "seed_margins", "seed_labels")
+            entry["calibration"] = {k: v for k, v in method.calibration.items() if k not in skip}
+        notes = [method.note]
+        undecided = len(self.instructions) - len(self.done)
+        if undecided:
+            f = self.ctx.files
+            where = [
+                f"{what} in {path.name}"
+                for what, path in (
+                    ("unusable answers", f.rejected.path),
+                    ("failed requests", f.failures.path),
+                )
+                if path.exists()
+            ]
+            notes.append(f"{undecided} instructions have no yes/no classification yet: " + "; ".join(where))
+        return Report(notes, manifest={"classify": entry})

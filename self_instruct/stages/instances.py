@@ -8,6 +8,7 @@ instance filters; everything dropped is written to rejected.jsonl with its reaso
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Literal
 
 from ..filters import filter_instances
@@ -19,9 +20,10 @@ from ..prompts import (
     render_output_first,
     render_output_first_json,
 )
+from ..step import Applied, Report, Step, Work
 from ..store import rejection
 from ..structured import schema_text
-from .common import StageContext, answered, drop_uncommitted
+from .common import StageContext
 
 STAGE = "instances"
 
@@ -69,36 +71,56 @@ def _reject(rec: dict, reason: str, text: str, **details) -> dict:
     return rejection(STAGE, rec["id"], reason, text, instruction=rec["instruction"], **details)
 
 
-async def run_instances(ctx: StageContext) -> int:
-    """Generate instances for classified instructions that have none yet; returns tasks done."""
-    f = ctx.files
-    done = {r["id"] for r in f.instances.read()}
-    drop_uncommitted(f.rejected, STAGE, done)
-    todo = [r for r in f.classifications.read() if r["id"] not in done]
-    n = 0
+class InstancesStep(Step):
+    """Generate instances for every classified instruction that has none yet."""
 
-    def build(rec: dict) -> Request:
-        return build_request(ctx, rec["instruction"], rec["is_classification"])
+    name = STAGE
+    unit = "task"
+    output = "instances"
+    log = None  # a task's line in instances.jsonl commits it (its rejections are written first)
+    batchable = True
 
-    async for pairs in answered(ctx, STAGE, todo, build, done=len(done), unit="task"):
-        records, rejected = [], []
-        for rec, resp in pairs:
-            parsed = parse(ctx, rec, resp)
-            kept, dropped = filter_instances(parsed.kept, ctx.cfg.instances.max_instances)
-            rejected += [_reject(rec, why, t) for why, t in parsed.rejected]
-            rejected += [_reject(rec, why, f"{i.input} => {i.output}", **i.to_dict()) for i, why in dropped]
-            records.append(
-                {
-                    "id": rec["id"],
-                    "instruction": rec["instruction"],
-                    "is_classification": rec["is_classification"],
-                    "method": "output_first" if rec["is_classification"] else "input_first",
-                    "instances": [i.to_dict() for i in kept],
-                    "finish_reason": resp.finish_reason,
-                    "raw": resp.text,
-                }
+    def __init__(self, ctx: StageContext) -> None:
+        self.ctx = ctx
+
+    async def start(self, concurrency: int) -> None:
+        f = self.ctx.files
+        done = {r["id"] for r in f.instances.read()}
+        classified = f.classifications.read()
+        self.todo = deque(r for r in classified if r["id"] not in done)
+        self.done, self.total = len(done), len(classified)
+
+    def next(self, in_flight: int, limit: int) -> list[Work]:
+        out: list[Work] = []
+        while self.todo and in_flight + len(out) < limit:
+            rec = self.todo.popleft()
+            out.append(
+                Work(rec["id"], build_request(self.ctx, rec["instruction"], rec["is_classification"]), rec)
             )
-        # Rejections first, then the records that mark the tasks done (see drop_uncommitted).
-        f.rejected.append(rejected)
-        n += f.instances.append(records)
-    return n
+        return out
+
+    def apply(self, work: Work, response: Response) -> Applied:
+        rec = work.data
+        if not response.ok:  # left undone: the next session asks again
+            return Applied()
+        parsed = parse(self.ctx, rec, response)
+        kept, dropped = filter_instances(parsed.kept, self.ctx.cfg.instances.max_instances)
+        rejected = [_reject(rec, why, t) for why, t in parsed.rejected]
+        rejected += [_reject(rec, why, f"{i.input} => {i.output}", **i.to_dict()) for i, why in dropped]
+        record = {
+            "id": rec["id"],
+            "instruction": rec["instruction"],
+            "is_classification": rec["is_classification"],
+            "method": "output_first" if rec["is_classification"] else "input_first",
+            "instances": [i.to_dict() for i in kept],
+            "finish_reason": response.finish_reason,
+            "raw": response.text,
+        }
+        self.done += 1
+        return Applied([record], rejected)
+
+    def progress(self) -> tuple[int, int, dict]:
+        return self.done, self.total, {}
+
+    def finish(self) -> Report:
+        return Report()
