@@ -103,6 +103,8 @@ def test_fault_injected_run_matches_the_recorded_files(tmp_path, api):
     assert results[1] == results[4], "the files depend on the concurrency"
     got = results[1]
     rejected = (tmp_path / f"{api}-1" / "rejected.jsonl").read_text().splitlines()
+    # One shape for every line, whichever stage wrote it.
+    assert {tuple(json.loads(line)) for line in rejected} == {("stage", "key", "reason", "text", "details")}
     reasons = {(json.loads(line)["stage"], json.loads(line)["reason"]) for line in rejected}
     # Every stage rejected something, with the faults meant for it.
     assert {
