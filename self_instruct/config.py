@@ -229,6 +229,18 @@ class InstancesConfig(Section):
     frequency_penalty: Penalty = Field(0.0, description="frequency penalty")
 
 
+class RayConfig(Section):
+    address: str = Field(
+        "",
+        description="with executor = ray: auto (the cluster this machine is part of), a cluster address "
+        "(ray://host:10001), or empty to start a local Ray on this machine",
+    )
+    shards: int = Field(
+        0, ge=0, description="novelty index shards, one Ray actor each (0: one per CPU of the cluster)"
+    )
+    max_shards: int = Field(64, ge=1, description="the most shards ray.shards = 0 makes")
+
+
 class Config(Section):
     run_name: str = Field("run", description="run directory name inside output_dir")
     output_dir: str = Field("outputs", description="where run directories are created")
@@ -240,10 +252,16 @@ class Config(Section):
     target: int = Field(100, ge=1, description="machine-generated instructions to accept")
     seed: int = Field(42, ge=0, description="random seed (prompt sampling and model sampling)")
     progress: bool = Field(True, description="show progress bars")
+    executor: Literal["local", "ray"] = Field(
+        "local",
+        description="local: this process; ray: the novelty index sharded across a Ray cluster (the 'ray' "
+        "extra; settings under ray.*), with the same decisions",
+    )
     llm: LLMConfig = Field(default_factory=LLMConfig)
     bootstrap: BootstrapConfig = Field(default_factory=BootstrapConfig)
     classify: ClassifyConfig = Field(default_factory=ClassifyConfig)
     instances: InstancesConfig = Field(default_factory=InstancesConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
 
     @field_validator("run_name")
     @classmethod
@@ -290,6 +308,7 @@ SECTIONS: dict[str, type[Section]] = {
     "bootstrap": BootstrapConfig,
     "classify": ClassifyConfig,
     "instances": InstancesConfig,
+    "ray": RayConfig,
 }
 
 

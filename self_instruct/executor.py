@@ -281,21 +281,25 @@ class Executor:
         concurrency = self.engine.concurrency if self.engine else 1
         await step.start(concurrency)
         done, total, _ = step.progress()
-        bar = progress_bar(self.show_progress, total=total, initial=done, desc=step.name, unit=step.unit)
-        writer = _Writer(step, self.files)
+        show = self.show_progress and step.output is not None  # a derived step has nothing to count
+        bar = progress_bar(show, total=total, initial=done, desc=step.name, unit=step.unit)
         wasted = 0
         try:
-            if self.engine is None:
-                if step.next(0, 0):
-                    raise RuntimeError(f"step {step.name} sends requests, but this run has no model")
-            elif self.batch_api and step.batchable:
-                await self._batches(step, bar, writer)
-            else:
-                wasted = await self._realtime(step, bar, writer, concurrency)
+            writer = _Writer(step, self.files)
+            try:
+                if self.engine is None:
+                    if step.next(0, 0):
+                        raise RuntimeError(f"step {step.name} sends requests, but this run has no model")
+                elif self.batch_api and step.batchable:
+                    await self._batches(step, bar, writer)
+                else:
+                    wasted = await self._realtime(step, bar, writer, concurrency)
+            finally:
+                writer.close()
+            report = step.finish()
         finally:
-            writer.close()
             bar.close()
-        report = step.finish()
+            step.close()
         if step.output is not None and self.engine is not None:
             report.session.setdefault("wasted_requests", 0)
             report.session["wasted_requests"] += wasted

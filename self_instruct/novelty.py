@@ -25,6 +25,7 @@ import re
 from array import array
 from collections import Counter
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 from rapidfuzz import process
@@ -108,6 +109,19 @@ class _Column:
         return self._data[: self.size]
 
 
+class PoolIndex(Protocol):
+    """What bootstrap needs of a pool index: this module's NoveltyIndex, or the sharded one on Ray
+    (``cluster/novelty.py``), which decides and records exactly the same."""
+
+    def __len__(self) -> int: ...
+
+    def add_many(self, texts: list[str]) -> list[int]: ...
+
+    def admit(self, text: str) -> tuple[Match | None, int | None]: ...
+
+    def top_k_before(self, entries: list[int], k: int) -> list[list[Match]]: ...
+
+
 class NoveltyIndex:
     """A growing pool of texts that answers "what is the most similar entry, and how similar".
 
@@ -187,9 +201,7 @@ class NoveltyIndex:
         n = len(self._texts)
         if not tokens or n == 0:
             return "", None
-        unseen = len(self._vocab)
-        ids = [self._vocab.get(tok, -1) for tok in tokens]
-        seq = "".join(chr(t if t >= 0 else min(unseen + k, self.MAX_VOCAB - 1)) for k, t in enumerate(ids))
+        seq, ids = self._query_ids(tokens)
         masks = self._masks.view
         qmask = 0
         # (token, count); singles: tokens the query holds once, each entry in their posting lists gains 1
@@ -272,29 +284,46 @@ class NoveltyIndex:
         multi-threaded C++ pass for all those given: for the low scores of a top 10 the overlap bound
         prunes little, and one batched scan is several times faster than pruned scans one by one.
         """
-        out: list[list[Match]] = []
-        if not entries:
+        tops = self.scan_top_k([self._seqs[e] for e in entries], entries, k)
+        return [[Match(score, i, self._texts[i]) for score, i in top] for top in tops]
+
+    def query_seq(self, text: str) -> str:
+        """A text as this pool's token-id string (tokens it has never seen match no entry)."""
+        return self._query_ids(self._tokenize(text))[0]
+
+    def _query_ids(self, tokens: list[str]) -> tuple[str, list[int]]:
+        unseen = len(self._vocab)
+        ids = [self._vocab.get(tok, -1) for tok in tokens]
+        seq = "".join(chr(t if t >= 0 else min(unseen + k, self.MAX_VOCAB - 1)) for k, t in enumerate(ids))
+        return seq, ids
+
+    def scan_top_k(
+        self, seqs: list[str], limits: list[int], k: int, workers: int = -1
+    ) -> list[list[tuple[float, int]]]:
+        """For each query (a token-id string of this pool), its k best (score, entry) among the pool's
+        first ``limits[j]`` entries, best first, equal scores: earlier entry first. One full scan per
+        block of 64 queries (``workers``: rapidfuzz's threads, -1 for all cores)."""
+        out: list[list[tuple[float, int]]] = []
+        if not seqs:
             return out
-        choices = self._seqs[: max(entries)]
+        choices = self._seqs[: max(limits)]
         lengths = self._lengths.view
-        for start in range(0, len(entries), 64):
-            block = entries[start : start + 64]
-            lcs = process.cdist(
-                [self._seqs[e] for e in block], choices, scorer=LCSseq.similarity, dtype=np.int32, workers=-1
-            )
-            for row, entry in zip(lcs, block, strict=True):
-                kk = min(k, entry)
+        for start in range(0, len(seqs), 64):
+            block, ends = seqs[start : start + 64], limits[start : start + 64]
+            lcs = process.cdist(block, choices, scorer=LCSseq.similarity, dtype=np.int32, workers=workers)
+            for row, seq, end in zip(lcs, block, ends, strict=True):
+                kk = min(k, end)
                 if kk <= 0:
                     out.append([])
                     continue
-                m = len(self._seqs[entry])
-                f = _f_measures(row[:entry], m, lengths[:entry]) if m else np.zeros(entry)
-                cut = np.partition(f, entry - kk)[entry - kk]  # the k-th largest score
+                m = len(seq)
+                f = _f_measures(row[:end], m, lengths[:end]) if m else np.zeros(end)
+                cut = np.partition(f, end - kk)[end - kk]  # the k-th largest score
                 above = np.flatnonzero(f > cut)
                 ties = np.flatnonzero(f == cut)[: kk - len(above)]  # earlier entries win ties
                 chosen = np.concatenate([above, ties])
                 chosen = chosen[np.lexsort((chosen, -f[chosen]))]
-                out.append([Match(float(f[i]), int(i), self._texts[int(i)]) for i in chosen])
+                out.append([(float(f[i]), int(i)) for i in chosen])
         return out
 
     def best(self, text: str) -> Match | None:
@@ -302,25 +331,38 @@ class NoveltyIndex:
         return top[0] if top else None
 
     def is_novel(self, text: str) -> tuple[bool, Match | None]:
-        """(keep, the most similar entry that blocks it): keep when every entry scores <= threshold.
+        """(keep, the most similar entry that blocks it): keep when every entry scores <= threshold."""
+        match = self.blocker(text)
+        return match is None, match
+
+    def blocker(self, text: str) -> Match | None:
+        """The most similar entry scoring above the threshold (equal scores: the earlier), or None.
 
         Only entries whose bound exceeds the threshold are scored exactly: this is the fast path.
         """
         seq, overlap = self._query(text)
         if overlap is None:
-            return True, None
+            return None
         # n >= overlap, so F <= 2o/(m+o): an entry needs o > t*m/(2-t) to pass; the full bound
         # is then computed only for those few entries.
         t = self.threshold - _EPS
         cand = np.flatnonzero(overlap > t * len(seq) / (2 - t) - _EPS)
         cand = cand[self._bound(seq, overlap[cand], cand) > t]
         if len(cand) == 0:
-            return True, None
+            return None
         scores = self._exact(seq, cand)
         best = int(np.lexsort((cand, -scores))[0])
         if scores[best] <= self.threshold:
-            return True, None
-        return False, Match(float(scores[best]), int(cand[best]), self._texts[int(cand[best])])
+            return None
+        return Match(float(scores[best]), int(cand[best]), self._texts[int(cand[best])])
+
+    def add_many(self, texts: list[str]) -> list[int]:
+        """Add texts in order; returns their indexes."""
+        return [self.add(text) for text in texts]
+
+    def admit_many(self, texts: list[str]) -> list[tuple[Match | None, int | None]]:
+        """``admit`` for each text in order (each compared with the admissions before it too)."""
+        return [self.admit(text) for text in texts]
 
     def admit(self, text: str) -> tuple[Match | None, int | None]:
         """The method's rule for one candidate: compared with the whole pool (earlier admissions of

@@ -205,6 +205,10 @@ async def resolve_structured(cfg: Config, backend: Backend, previous: dict | Non
 def make_step(name: str, ctx: StageContext, seeds: list[Task]) -> Step:
     """The step that does a stage's work."""
     if name == "bootstrap":
+        if ctx.cfg.executor == "ray":
+            from .cluster import pool_index
+
+            return BootstrapStep(ctx, seeds, lambda: pool_index(ctx.cfg))
         return BootstrapStep(ctx, seeds)
     if name == "classify":
         return ClassifyStep(ctx, seeds)
@@ -238,6 +242,8 @@ async def _run(
     force: bool = False,
     command: str = "",
 ) -> RunSummary:
+    if cfg.executor == "ray":  # before anything is loaded or written
+        require_extra("ray", ("ray",), "the ray executor")
     if backend is None and MODEL_STAGES & set(stages):
         backend = create_backend(cfg.llm, cfg.seed)
     if cfg.llm.batch_api and backend is not None and not backend.batch_api:

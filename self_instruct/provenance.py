@@ -22,6 +22,10 @@ FREE = {
     "seed_file",  # the file's content counts (seed_file.sha256), not where it lies
     "target",
     "progress",
+    "executor",  # the sharded index decides exactly as the local one
+    "ray.address",
+    "ray.shards",
+    "ray.max_shards",
     "bootstrap.max_requests",
     "classify.max_attempts",
     # the model itself is compared as the backend reports it (backend.*), not as configured

@@ -93,3 +93,6 @@ class Step:
 
     def finish(self) -> Report:
         return Report()
+
+    def close(self) -> None:
+        """Release what ``start`` took (called however the step ended)."""

@@ -141,14 +141,15 @@ def test_analyze_judge_through_the_test_server(tmp_path):
 
 
 def test_a_command_without_its_extra_names_the_extra_to_install(tmp_path):
-    # As if the 'analysis' and 'local' extras were not installed: their modules cannot be imported.
+    # As if the 'analysis', 'local' and 'ray' extras were not installed: their modules cannot be imported.
     code = (
-        "import sys; sys.modules['spacy'] = None; sys.modules['llama_cpp'] = None; "
+        "import sys; sys.modules.update(spacy=None, llama_cpp=None, ray=None); "
         "from self_instruct.cli import main; sys.exit(main(sys.argv[1:]))"
     )
     for args, extra in (
         (["analyze", str(SEEDS), "--out", "rep", "--no-progress"], "analysis"),
         (["generate", "--seed-file", str(SEEDS), "--target", "2"], "local"),
+        (["generate", "--seed-file", str(SEEDS), "--target", "2", "--executor", "ray"], "ray"),
     ):
         proc = subprocess.run(
             [sys.executable, "-c", code, *args], cwd=tmp_path, capture_output=True, text=True, check=False

@@ -29,12 +29,12 @@ import bisect
 import math
 import random
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ..config import Config
 from ..filters import check_instruction
 from ..llm.base import Request, Response
-from ..novelty import NoveltyIndex
+from ..novelty import NoveltyIndex, PoolIndex
 from ..parsing import Reading, parse_answer
 from ..prompts import render_bootstrap, render_bootstrap_json, template
 from ..step import Applied, Report, Step, Work
@@ -134,19 +134,21 @@ class BootstrapStep(Step):
     key = "request"
     batchable = False  # each request's prompt waits on the answers W requests before it
 
-    def __init__(self, ctx: StageContext, seed_tasks: list[Task]) -> None:
+    def __init__(
+        self, ctx: StageContext, seed_tasks: list[Task], index: Callable[[], PoolIndex] | None = None
+    ) -> None:
+        """``index``: makes the pool index (default: a NoveltyIndex in this process)."""
         self.ctx, self.cfg = ctx, ctx.cfg
         self.seeds = [t.instruction for t in seed_tasks]
+        b = self.cfg.bootstrap
+        self.make_index = index or (lambda: NoveltyIndex(b.similarity_threshold, b.tokenizer))
 
     async def start(self, concurrency: int) -> None:
-        b, files = self.cfg.bootstrap, self.ctx.files
+        files = self.ctx.files
         accepted = files.instructions.read()
         applied = [r["request"] for r in files.bootstrap_log.read()]
-        self.index = NoveltyIndex(b.similarity_threshold, b.tokenizer)
-        for text in self.seeds:
-            self.index.add(text)
-        for r in accepted:
-            self.index.add(r["instruction"])
+        self.index = self.make_index()
+        self.index.add_many(self.seeds + [r["instruction"] for r in accepted])
         self.machine = [r["instruction"] for r in accepted]
         self.made_by = [r["request"] for r in accepted]  # the request that made each, ascending
         self.n_rejected = sum(1 for r in files.rejected.read() if r.get("stage") == STAGE)
@@ -202,19 +204,26 @@ class BootstrapStep(Step):
         extra = {"rejected": self.n_rejected, "requests": self.next_apply}
         return min(len(self.machine), self.cfg.target), self.cfg.target, extra
 
+    def close(self) -> None:
+        close = getattr(getattr(self, "index", None), "close", None)  # the sharded index stops its actors
+        if close is not None:
+            close()
+
     def finish(self) -> Report:
-        if len(self.machine) >= self.cfg.target:
-            return Report()
-        more = "; see rejected.jsonl for why" if self.ctx.files.rejected.path.exists() else ""
-        return Report(
-            [
+        notes = []
+        describe = getattr(self.index, "describe", None)  # the sharded index tells what it cost
+        if describe is not None:
+            notes.append(describe())
+        if len(self.machine) < self.cfg.target:
+            more = "; see rejected.jsonl for why" if self.ctx.files.rejected.path.exists() else ""
+            notes.append(
                 f"bootstrap stopped after {self.next_apply} requests with {len(self.machine)} of "
                 f"{self.cfg.target} instructions (bootstrap.max_requests){more}"
-            ]
-        )
+            )
+        return Report(notes)
 
 
-def _apply(ctx: StageContext, i: int, shown: list[str], resp, index: NoveltyIndex, n_machine: int):
+def _apply(ctx: StageContext, i: int, shown: list[str], resp, index: PoolIndex, n_machine: int):
     """Parse one response and sort its instructions into accepted and rejected records."""
     b = ctx.cfg.bootstrap
     accepted: list[dict] = []
@@ -257,7 +266,7 @@ def _apply(ctx: StageContext, i: int, shown: list[str], resp, index: NoveltyInde
     return accepted, rejected
 
 
-def _record_similar(index: NoveltyIndex, records: list[dict], k: int) -> None:
+def _record_similar(index: PoolIndex, records: list[dict], k: int) -> None:
     """Give each accepted record its k most similar pool entries as they were when it was accepted
     (seeds and every earlier acceptance), in one pass for all the records given."""
     entries = [r.pop("_entry") for r in records]

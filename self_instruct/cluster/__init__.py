@@ -1,0 +1,53 @@
+"""Running past one machine on Ray (the ``ray`` extra): connecting, and the sharded novelty index.
+
+Nothing here is imported unless a run chooses ``executor = "ray"``; without the extra, choosing it is
+a one-line error naming the extra.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from ..errors import UserError, require_extra
+
+
+def connect(address: str, num_cpus: int | None = None):
+    """Ray, connected: ``address`` "auto" (the cluster this machine belongs to), a cluster address
+    (``ray://host:10001`` or ``host:6379``), or empty to start a local Ray on this machine (with
+    ``num_cpus`` CPUs; None: all of them). Returns the ``ray`` module."""
+    require_extra("ray", ("ray",), "the ray executor")
+    import ray
+
+    if not ray.is_initialized():
+        try:
+            ray.init(
+                address=address or None,
+                num_cpus=None if address else num_cpus,
+                include_dashboard=False,
+                log_to_driver=False,
+                logging_level=logging.ERROR,
+                configure_logging=False,
+            )
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            raise UserError(f"setting 'ray.address' ({address or 'a local Ray'}): {e}") from None
+    return ray
+
+
+def pool_index(cfg):
+    """The bootstrap pool index for ``executor = "ray"``: the exact novelty index sharded across the
+    cluster, ``ray.shards`` actors (0: one per CPU of the cluster, at most ``ray.max_shards``)."""
+    import time
+
+    from .novelty import ShardedNoveltyIndex
+
+    t0 = time.perf_counter()
+    ray = connect(cfg.ray.address)
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    shards = cfg.ray.shards or max(1, min(cfg.ray.max_shards, cpus))
+    # One CPU per shard, or a share of what is free (an actor that asks for more never starts).
+    share = min(1.0, ray.available_resources().get("CPU", 0.0) / shards)
+    b = cfg.bootstrap
+    index = ShardedNoveltyIndex(ray, shards, b.similarity_threshold, b.tokenizer, cpus=share)
+    index.add_many([])  # the actors are up
+    index.startup_seconds = time.perf_counter() - t0
+    return index
