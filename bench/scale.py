@@ -124,8 +124,8 @@ def main() -> None:
     ray_run = grow(sharded, args.pool, args.batch, args.records, checkpoints)
     shard_cpu = sharded.cpu_seconds()
     print(
-        f"  ray, {args.shards} shards: {ray_run['wall']:8.1f} s  (Ray start-up {startup:.1f} s, not included; "
-        f"a batch's round trip {round_trip * 1000:.0f} ms)"
+        f"  ray, {args.shards} shards: {ray_run['wall']:8.1f} s  (Ray start-up {startup:.1f} s, "
+        f"not included; a batch's round trip {round_trip * 1000:.0f} ms)"
     )
     assert ray_run["digest"] == local["digest"], "the sharded index decided or recorded differently"
     print("  same decisions and records: yes")
