@@ -18,6 +18,9 @@ def connect(address: str, num_cpus: int | None = None):
     require_extra("ray", ("ray",), "the ray executor")
     import ray
 
+    # Ray announces on stderr that the local cluster it starts uses token authentication (its
+    # default): a line for every run that says nothing about the run.
+    logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
     if not ray.is_initialized():
         try:
             ray.init(
