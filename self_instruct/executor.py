@@ -246,7 +246,6 @@ class Executor:
                 t0 = time.perf_counter()
                 report = await self.run_step(step)
                 reports.append(report)
-                self.session.update(report.session)
                 self.manifest_entries.update(report.manifest)
                 self.session["stage_seconds"][step.name] = round(time.perf_counter() - t0, 3)
                 self.save()
@@ -301,8 +300,9 @@ class Executor:
             bar.close()
             step.close()
         if step.output is not None and self.engine is not None:
-            report.session.setdefault("wasted_requests", 0)
-            report.session["wasted_requests"] += wasted
+            # Requests answered but never applied, over every step of the session (bootstrap's, past
+            # its target: a step that ends with nothing in flight wastes none).
+            self.session["wasted_requests"] = self.session.get("wasted_requests", 0) + wasted
         return report
 
     def _apply(self, step: Step, work: Work, response: Response, bar: tqdm, writer: _Writer) -> None:

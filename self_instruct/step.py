@@ -53,11 +53,9 @@ class Applied:
 
 @dataclass
 class Report:
-    """What a step tells when it ends: one-line notes for the user, entries for the session record
-    and for the manifest."""
+    """What a step tells when it ends: one-line notes for the user, entries for the manifest."""
 
     notes: list[str] = field(default_factory=list)
-    session: dict = field(default_factory=dict)
     manifest: dict = field(default_factory=dict)
 
 

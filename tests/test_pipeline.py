@@ -107,6 +107,18 @@ def test_raising_the_target_continues_the_run(tmp_path):
     assert len({r["instruction"] for r in accepted}) == 12
 
 
+def test_the_session_records_the_bootstrap_requests_answered_past_the_target(tmp_path):
+    # Every request bootstrap sent and did not apply is wasted; the later stages waste none, and the
+    # session's count is bootstrap's (sent requests are on record in usage.jsonl before they go).
+    summary = run(
+        make_cfg(tmp_path, target=60, **{"llm.concurrency": "16"}), backend=ScriptedBackend(jitter=0.002)
+    )
+    d = summary.run_dir
+    sent = [r for r in lines(d / "usage.jsonl") if r.get("event") == "sent" and r["stage"] == "bootstrap"]
+    applied = lines(d / "bootstrap_requests.jsonl")
+    assert summary.manifest["sessions"][-1]["wasted_requests"] == len(sent) - len(applied) > 0
+
+
 @pytest.mark.parametrize(("api", "window"), [("completions", "64"), ("chat", "64"), ("completions", "3")])
 def test_same_output_whatever_the_concurrency_and_arrival_order(tmp_path, api, window):
     names = ("machine_instructions.jsonl", "classifications.jsonl", "instances.jsonl", "dataset.jsonl")

@@ -118,9 +118,6 @@ class ShardedNoveltyIndex:
     def add_many(self, texts: list[str]) -> list[int]:
         return self._add(list(texts))
 
-    def add(self, text: str) -> int:
-        return self._add([text])[0]
-
     def admit(self, text: str) -> tuple[Match | None, int | None]:
         return self.admit_many([text])[0]
 
