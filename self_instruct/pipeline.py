@@ -243,7 +243,9 @@ async def _run(
     command: str = "",
 ) -> RunSummary:
     if cfg.executor == "ray":  # before anything is loaded or written
-        require_extra("ray", ("ray",), "the ray executor")
+        from .cluster import require_ray
+
+        require_ray()
     if backend is None and MODEL_STAGES & set(stages):
         backend = create_backend(cfg.llm, cfg.seed)
     if cfg.llm.batch_api and backend is not None and not backend.batch_api:

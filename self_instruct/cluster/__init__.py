@@ -11,11 +11,16 @@ import logging
 from ..errors import UserError, require_extra
 
 
+def require_ray() -> None:
+    """The one-line error (exit 2) naming the extra when Ray is not installed."""
+    require_extra("ray", ("ray",), "the ray executor")
+
+
 def connect(address: str, num_cpus: int | None = None):
     """Ray, connected: ``address`` "auto" (the cluster this machine belongs to), a cluster address
     (``ray://host:10001`` or ``host:6379``), or empty to start a local Ray on this machine (with
     ``num_cpus`` CPUs; None: all of them). Returns the ``ray`` module."""
-    require_extra("ray", ("ray",), "the ray executor")
+    require_ray()
     import ray
 
     # Ray announces on stderr that the local cluster it starts uses token authentication (its
