@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import config as config_mod
-from .errors import UserError, os_error
+from .errors import RunIncomplete, UserError, os_error
 from .novelty import NoveltyIndex
 from .pipeline import STAGES, run
 from .store import RunDir, read_jsonl, rejection, write_json_atomic, write_jsonl_atomic, writer_lock
@@ -153,6 +153,40 @@ def merge(plan: Plan, labels: list[str]) -> dict:
     return {"tasks": len(tasks), "instances": len(rows), "dropped": len(dropped), "dir": str(out.root)}
 
 
+def _run_task(cfg: config_mod.Config, backend, command: str) -> Exception | None:
+    """One run of the plan, in a Ray task: the run's own error (a UserError or RunIncomplete) comes
+    back as a value, so the driver raises it as it is, not wrapped by Ray."""
+    try:
+        run(cfg, STAGES, backend=backend, command=command)
+    except (UserError, RunIncomplete) as e:
+        return e
+    return None
+
+
+def _submit(configs: list[tuple[str, config_mod.Config]], backend, command: str, announce):
+    """Start the runs whose executor is ray, each as a Ray task (the run itself works in that task,
+    with the local executor); returns a function that waits for them all and raises the first error
+    in plan order. The run directories must lie where every node sees them (shared storage)."""
+    from .cluster import connect, cpu_share
+
+    ray = connect(configs[0][1].ray.address)
+    task = ray.remote(_run_task).options(num_cpus=cpu_share(ray, len(configs)))
+    refs = []
+    for label, cfg in configs:
+        if announce:
+            announce(f"{label} (a Ray task)")
+        local = cfg.model_copy(update={"executor": "local", "progress": False})
+        refs.append(task.remote(local, backend, command))
+
+    def wait() -> None:
+        errors = ray.get(refs)
+        first = next((e for e in errors if e is not None), None)
+        if first is not None:
+            raise first
+
+    return wait
+
+
 def summary_rows(plan: Plan, labels: list[str]) -> list[dict]:
     rows = []
     for label in labels:
@@ -189,10 +223,16 @@ def run_plan(plan_path: str | Path, *, backend=None, announce=None) -> dict:
     try:
         # One batch per plan directory at a time (each run also locks its own directory).
         with writer_lock(plan.root, f"batch {plan_path}"):
+            command = f"batch {plan_path}"
+            on_ray = [(label, cfg) for label, cfg in configs if cfg.executor == "ray"]
+            tasks = _submit(on_ray, backend, command, announce) if on_ray else None
             for label, cfg in configs:
-                if announce:
-                    announce(label)
-                run(cfg, STAGES, backend=backend, command=f"batch {plan_path}")
+                if cfg.executor != "ray":
+                    if announce:
+                        announce(label)
+                    run(cfg, STAGES, backend=backend, command=command)
+            if tasks is not None:
+                tasks()
             labels = [label for label, _ in configs]
             merged = merge(plan, labels)
             summary = {"plan": str(plan_path), "runs": summary_rows(plan, labels), "merged": merged}

@@ -121,6 +121,18 @@ def add_analyze_parser(sub) -> None:
         help="have the configured model review K sampled instances (off by default)",
     )
     p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        default="local",
+        help="ray: parse verb-noun pairs and score ROUGE-L to the seeds on Ray Data (the 'ray' extra)",
+    )
+    p.add_argument(
+        "--ray-address",
+        default="",
+        metavar="ADDR",
+        help="with --executor ray: auto, a cluster address, or empty for a local Ray",
+    )
     g = p.add_argument_group("model for --judge (as for generate)")
     g.add_argument("--config", metavar="FILE")
     for name in ("llm.backend", "llm.model", "llm.model_path", "llm.api", "llm.concurrency"):
@@ -140,7 +152,12 @@ def run_analyze(args: dict) -> None:
     from .analysis import analyze
 
     paths, out, judge_k = args.pop("paths"), args.pop("out"), args.pop("judge")
-    options = {k: args.pop(k) for k in ("seeds", "sample", "seed", "progress")}
+    options = {k: args.pop(k) for k in ("seeds", "sample", "seed", "progress", "executor")}
+    options["ray_address"] = args.pop("ray_address")
+    if options["executor"] == "ray":
+        from .cluster import require_ray
+
+        require_ray()
     config_file = args.pop("config")
     engine = None
     if judge_k > 0:

@@ -239,6 +239,12 @@ class RayConfig(Section):
         0, ge=0, description="novelty index shards, one Ray actor each (0: one per CPU of the cluster)"
     )
     max_shards: int = Field(64, ge=1, description="the most shards ray.shards = 0 makes")
+    workers: int = Field(
+        0,
+        ge=0,
+        description="Ray actors that send the model requests, each with its share of llm.concurrency, "
+        "llm.rpm and llm.tpm (0: one per node of the cluster)",
+    )
 
 
 class Config(Section):
@@ -254,8 +260,8 @@ class Config(Section):
     progress: bool = Field(True, description="show progress bars")
     executor: Literal["local", "ray"] = Field(
         "local",
-        description="local: this process; ray: the novelty index sharded across a Ray cluster (the 'ray' "
-        "extra; settings under ray.*), with the same decisions",
+        description="local: this process; ray: the novelty index sharded across a Ray cluster and the model "
+        "requests sent from Ray workers (the 'ray' extra; settings under ray.*), with the same files",
     )
     llm: LLMConfig = Field(default_factory=LLMConfig)
     bootstrap: BootstrapConfig = Field(default_factory=BootstrapConfig)

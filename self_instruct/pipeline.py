@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -217,6 +219,11 @@ def make_step(name: str, ctx: StageContext, seeds: list[Task]) -> Step:
     return DatasetStep(ctx.files)
 
 
+def _given(backend: Backend) -> Backend:
+    """The backend a caller gave (tests, embedding); a Ray worker gets a copy of it."""
+    return backend
+
+
 def run(
     cfg: Config,
     stages: tuple[str, ...] = STAGES,
@@ -246,8 +253,12 @@ async def _run(
         from .cluster import require_ray
 
         require_ray()
+    # How a Ray worker makes its own backend (executor = ray): from the config, or a copy of the one given.
+    make_backend: Callable[[], Backend] = functools.partial(create_backend, cfg.llm, cfg.seed)
     if backend is None and MODEL_STAGES & set(stages):
-        backend = create_backend(cfg.llm, cfg.seed)
+        backend = make_backend()
+    elif backend is not None:
+        make_backend = functools.partial(_given, backend)
     if cfg.llm.batch_api and backend is not None and not backend.batch_api:
         raise UserError("setting 'llm.batch_api' needs the openai backend")
     try:
@@ -259,7 +270,7 @@ async def _run(
                 raise UserError(str(e)) from None
         # One writer at a time: everything this session builds on is read under the lock.
         with writer_lock(files.root, command):
-            return await _run_locked(cfg, stages, seeds, files, backend, force, command)
+            return await _run_locked(cfg, stages, seeds, files, backend, make_backend, force, command)
     except OSError as e:  # a file where the run directory should be, a read-only disk, a full one
         raise os_error(e) from None
     finally:
@@ -273,6 +284,7 @@ async def _run_locked(
     seeds: list[Task],
     files: RunDir,
     backend: Backend | None,
+    make_backend: Callable[[], Backend],
     force: bool,
     command: str,
 ) -> RunSummary:
@@ -325,6 +337,18 @@ async def _run_locked(
         session=session,
         save=save,
     )
-    reports = await executor.run(make_step(name, ctx, seeds) for name in stages)
+    remote = None
+    if cfg.executor == "ray" and engine is not None and not cfg.llm.batch_api:
+        from .cluster.requests import request_workers
+
+        form = structured.get("form") if structured and structured.get("on") else None
+        remote = engine.remote = request_workers(cfg, make_backend, form)
+    try:
+        reports = await executor.run(make_step(name, ctx, seeds) for name in stages)
+    finally:
+        if remote is not None:
+            remote.close()
     notes += [note for report in reports for note in report.notes]
+    if remote is not None:
+        notes.append(remote.describe())
     return RunSummary(files.root, executor.manifest, notes, incomplete_reasons(cfg, stages, files))

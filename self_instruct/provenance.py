@@ -26,6 +26,7 @@ FREE = {
     "ray.address",
     "ray.shards",
     "ray.max_shards",
+    "ray.workers",
     "bootstrap.max_requests",
     "classify.max_attempts",
     # the model itself is compared as the backend reports it (backend.*), not as configured

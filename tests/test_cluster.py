@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -14,12 +16,21 @@ from self_instruct.cluster import connect
 from self_instruct.cluster.novelty import ShardedNoveltyIndex
 from self_instruct.novelty import NoveltyIndex
 
+TESTS = Path(__file__).parent
+
 
 @pytest.fixture(scope="module")
 def ray():
+    # Ray's workers import the test modules a run ships to them (the scripted backend) from here.
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(TESTS), old) if p)
     ray = connect("", num_cpus=2)
     yield ray
     ray.shutdown()
+    if old is None:
+        del os.environ["PYTHONPATH"]
+    else:
+        os.environ["PYTHONPATH"] = old
 
 
 @pytest.fixture(scope="module")
@@ -128,11 +139,16 @@ def test_generate_with_the_ray_executor_writes_the_local_executors_files(ray, tm
             "llm.concurrency": "4",
             "executor": executor,
             "ray.shards": "2",
+            "ray.workers": "2",
         }
         summary = run(load_config(None, over), backend=ScriptedBackend(jitter=0.002))
         assert not summary.incomplete
         if executor == "ray":
             assert any("the novelty index in 2 shards holding" in note for note in summary.notes)
+            sent = next(n for n in summary.notes if "model requests sent from 2 Ray workers" in n)
+            sent_by = re.search(r"requests (\d+) \+ (\d+)\)", sent)
+            assert sent_by and all(int(n) > 0 for n in sent_by.groups()), sent  # both workers sent
+            assert "(concurrency 2 + 2;" in sent, sent
         return {
             n: (tmp_path / executor / n).read_bytes()
             for n in DATA_FILES
@@ -141,3 +157,69 @@ def test_generate_with_the_ray_executor_writes_the_local_executors_files(ray, tm
 
     assert files("ray") == files("local")
     assert ray.available_resources().get("CPU", 0) >= 0.5  # the run's actors are gone
+
+
+def test_batch_with_the_ray_executor_runs_each_run_as_a_ray_task(ray, tmp_path):
+    from scripted import ScriptedBackend
+    from test_golden import DATA_FILES
+
+    from self_instruct.batch import run_plan
+
+    seeds = TESTS.parent / "seeds" / "seed_tasks.jsonl"
+
+    def batch(executor: str) -> dict[str, bytes]:
+        plan = tmp_path / f"{executor}.toml"
+        plan.write_text(
+            f"""
+output_dir = "{tmp_path}"
+[base]
+target = 12
+seed_file = "{seeds}"
+progress = false
+executor = "{executor}"
+[base.llm]
+structured = "off"
+concurrency = 2
+[matrix]
+seed = [1, 2]
+"""
+        )
+        announced: list[str] = []
+        summary = run_plan(plan, backend=ScriptedBackend(), announce=announced.append)
+        assert [r["accepted"] for r in summary["runs"]] == [12, 12]
+        on_ray = [label for label in announced if label.endswith("(a Ray task)")]
+        assert len(on_ray) == (2 if executor == "ray" else 0), announced
+        root = tmp_path / executor
+        paths = [root / "merged" / n for n in ("tasks.jsonl", "dataset.jsonl", "rejected.jsonl")]
+        paths += [root / "runs" / f"seed-{s}" / n for s in (1, 2) for n in DATA_FILES]
+        return {str(p.relative_to(root)): p.read_bytes() for p in paths if p.exists()}
+
+    local = batch("local")
+    assert batch("ray") == local and len(local) > 10
+
+
+def test_analyze_on_ray_data_gives_the_local_statistics(ray, tmp_path):
+    from scripted import ScriptedBackend
+
+    from self_instruct.analysis import analyze
+    from self_instruct.config import load_config
+    from self_instruct.pipeline import run
+
+    over = {
+        "output_dir": str(tmp_path),
+        "run_name": "run",
+        "seed_file": str(TESTS.parent / "seeds" / "seed_tasks.jsonl"),
+        "target": "60",
+        "progress": "false",
+        "llm.structured": "off",
+    }
+    run(load_config(None, over), backend=ScriptedBackend())
+    stats = {
+        executor: analyze(
+            [str(tmp_path / "run")], str(tmp_path / executor), executor=executor, progress=False
+        )
+        for executor in ("local", "ray")
+    }
+    local = stats["local"]["inputs"][0]
+    assert local["verb_noun"]["with_pair"] > 20 and local["seed_rouge_l"]["seeds"] > 100
+    assert stats["ray"] == stats["local"]

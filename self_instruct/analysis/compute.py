@@ -25,8 +25,11 @@ def analyze_one(
     sample: int,
     seed: int,
     progress: bool,
+    mapper=None,
 ) -> tuple[dict, dict[str, list[int]]]:
-    """The statistics of one input, and the word counts its length histograms are drawn from."""
+    """The statistics of one input, and the word counts its length histograms are drawn from.
+    ``mapper``: does the per-instruction work elsewhere (``cluster.analysis.RayDataMap``), with
+    the same results; None: in this process."""
     from .verbnoun import extract_pairs, summarize
 
     tasks = loaded.tasks
@@ -44,7 +47,10 @@ def analyze_one(
             "added to the first."
         )
 
-    pairs = extract_pairs(instructions, progress=progress)
+    if mapper is None:
+        pairs = extract_pairs(instructions, progress=progress)
+    else:
+        pairs = mapper.pairs(instructions, progress=progress)
     out["verb_noun"] = summarize(pairs)
     out["diversity"] = {
         "distinct_verb_noun_pairs": out["verb_noun"]["distinct_pairs"],
@@ -63,7 +69,10 @@ def analyze_one(
         if seed_file not in seed_cache:
             seed_cache[seed_file] = load_seed_instructions(seed_file)
         seed_texts = seed_cache[seed_file]
-        scores = st.seed_similarity(instructions, seed_texts)
+        if mapper is None:
+            scores = st.seed_similarity(instructions, seed_texts)
+        else:
+            scores = mapper.seed_scores(instructions, seed_texts)
         s = st.summary(scores)
         out["seed_rouge_l"] = {
             "seed_file": seed_file,

@@ -59,6 +59,8 @@ def analyze(
     judge_k: int = 0,
     progress: bool = True,
     close_judge: bool = False,
+    executor: str = "local",
+    ray_address: str = "",
 ) -> dict:
     """Analyse one or more datasets and write ``out_dir``/report.html, report.md (+ PNG figures) and
     stats.json; returns the statistics (what stats.json holds).
@@ -69,6 +71,8 @@ def analyze(
     sample. ``judge_engine`` (a ``self_instruct.llm.engine.Engine``) and ``judge_k`` > 0: its model
     reviews ``judge_k`` sampled instances per input, all in one ``asyncio.run`` (so do not call this
     from a running event loop); ``close_judge``: close the engine's backend in that loop when done.
+    ``executor`` "ray": verb-noun parsing and ROUGE-L to the seeds run on Ray Data, on the cluster at
+    ``ray_address`` (empty: a local Ray), with the same statistics.
     Bad input raises UserError naming the path, before anything is written.
     """
     if not paths:
@@ -82,12 +86,24 @@ def analyze(
     # Read the seed file before the long part: a bad one fails at once.
     seed_cache = {seeds: load_seed_instructions(seeds)} if seeds is not None else {}
     labels = _labels(loaded)
+    mapper = None
+    if executor == "ray":
+        from ..cluster.analysis import RayDataMap
+
+        mapper = RayDataMap(ray_address, progress)
     inputs: list[dict] = []
     lengths: list[dict[str, list[int]]] = []  # word counts, by kind
     for item, label in zip(loaded, labels, strict=True):
         _say(progress, f"analysing {item.path}: {len(item.tasks)} instructions")
         s, words = analyze_one(
-            item, label, seeds=seeds, seed_cache=seed_cache, sample=sample, seed=seed, progress=progress
+            item,
+            label,
+            seeds=seeds,
+            seed_cache=seed_cache,
+            sample=sample,
+            seed=seed,
+            progress=progress,
+            mapper=mapper,
         )
         inputs.append(s)
         lengths.append(words)

@@ -7,8 +7,12 @@ a one-line error naming the extra.
 from __future__ import annotations
 
 import logging
+import time
 
 from ..errors import UserError, require_extra
+
+# How long this process took to connect to Ray (or to start a local one); 0 until it has.
+connect_seconds = 0.0
 
 
 def require_ray() -> None:
@@ -23,10 +27,12 @@ def connect(address: str, num_cpus: int | None = None):
     require_ray()
     import ray
 
+    global connect_seconds
     # Ray announces on stderr that the local cluster it starts uses token authentication (its
     # default): a line for every run that says nothing about the run.
     logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
     if not ray.is_initialized():
+        t0 = time.perf_counter()
         try:
             ray.init(
                 address=address or None,
@@ -38,24 +44,27 @@ def connect(address: str, num_cpus: int | None = None):
             )
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise UserError(f"setting 'ray.address' ({address or 'a local Ray'}): {e}") from None
+        connect_seconds = time.perf_counter() - t0
     return ray
+
+
+def cpu_share(ray, n: int) -> float:
+    """CPUs for each of ``n`` actors or tasks: one each, or a share of what is free (one that asks for
+    more than the cluster has free waits until it has)."""
+    return min(1.0, ray.available_resources().get("CPU", 0.0) / n)
 
 
 def pool_index(cfg):
     """The bootstrap pool index for ``executor = "ray"``: the exact novelty index sharded across the
     cluster, ``ray.shards`` actors (0: one per CPU of the cluster, at most ``ray.max_shards``)."""
-    import time
-
     from .novelty import ShardedNoveltyIndex
 
-    t0 = time.perf_counter()
     ray = connect(cfg.ray.address)
+    t0 = time.perf_counter()
     cpus = int(ray.cluster_resources().get("CPU", 1))
     shards = cfg.ray.shards or max(1, min(cfg.ray.max_shards, cpus))
-    # One CPU per shard, or a share of what is free (an actor that asks for more never starts).
-    share = min(1.0, ray.available_resources().get("CPU", 0.0) / shards)
     b = cfg.bootstrap
-    index = ShardedNoveltyIndex(ray, shards, b.similarity_threshold, b.tokenizer, cpus=share)
+    index = ShardedNoveltyIndex(ray, shards, b.similarity_threshold, b.tokenizer, cpus=cpu_share(ray, shards))
     index.add_many([])  # the actors are up
     index.startup_seconds = time.perf_counter() - t0
     return index

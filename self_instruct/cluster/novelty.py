@@ -26,6 +26,9 @@ from typing import Any
 from ..novelty import Match, NoveltyIndex
 
 Best = tuple[float, int] | None  # (score, place in the pool)
+# Below this many entries the local index wins on a machine of a few cores (bench/scale.py: the
+# crossover lay between 50,000 and 100,000 on 2 cores); a run's note says so.
+SMALL_POOL = 50_000
 
 
 def _better(a: Best, b: Best) -> Best:
@@ -89,7 +92,8 @@ class ShardedNoveltyIndex:
         actor = ray.remote(num_cpus=cpus)(Shard)
         self.shards = [actor.remote(threshold, tokenizer) for _ in range(shards)]
         self._texts: list[str] = []
-        self.startup_seconds = 0.0  # connecting and starting the actors (set by cluster.pool_index)
+        self.startup_seconds = 0.0  # starting the actors (set by cluster.pool_index)
+        self.wait_seconds = 0.0  # the driver waiting for the shards' answers: their work and the transfers
 
     def __len__(self) -> int:
         return len(self._texts)
@@ -97,11 +101,25 @@ class ShardedNoveltyIndex:
     def describe(self) -> str:
         """One line on what the cluster did: shards, start-up, their CPU time against the driver's."""
         cpu = self.cpu_seconds()
-        return (
+        line = (
             f"executor = ray: the novelty index in {len(self.shards)} shards holding {len(self)} entries; "
-            f"Ray started in {self.startup_seconds:.1f} s, the shards worked {sum(cpu):.1f} CPU s "
-            f"(the busiest {max(cpu, default=0):.1f} s)"
+            f"they started in {self.startup_seconds:.1f} s and worked {sum(cpu):.1f} CPU s (the busiest "
+            f"{max(cpu, default=0):.1f} s); the driver waited {self.wait_seconds:.1f} s for their answers"
         )
+        if len(self) < SMALL_POOL:
+            line += (
+                f"; below about {SMALL_POOL:,} entries the local executor is faster (the shards' gain "
+                "does not pay for the transfers: README, Running on a cluster)"
+            )
+        return line
+
+    def _get(self, refs: list) -> list:
+        """The shards' answers, the time waited for them counted."""
+        t0 = time.perf_counter()
+        try:
+            return self.ray.get(refs)
+        finally:
+            self.wait_seconds += time.perf_counter() - t0
 
     def _add(self, texts: list[str]) -> list[int]:
         """Put texts at the end of the pool, each in its shard; returns their places."""
@@ -112,7 +130,7 @@ class ShardedNoveltyIndex:
         parts: list[list[tuple[int, str]]] = [[] for _ in range(k)]
         for place, text in zip(places, texts, strict=True):
             parts[place % k].append((place, text))
-        self.ray.get([s.add.remote(part) for s, part in zip(self.shards, parts, strict=True)])
+        self._get([s.add.remote(part) for s, part in zip(self.shards, parts, strict=True)])
         return places
 
     def add_many(self, texts: list[str]) -> list[int]:
@@ -123,7 +141,7 @@ class ShardedNoveltyIndex:
 
     def admit_many(self, texts: list[str]) -> list[tuple[Match | None, int | None]]:
         """Each candidate against the pool and the admissions before it in this batch, in order."""
-        answers = self.ray.get([s.blockers.remote(texts) for s in self.shards]) if self._texts else []
+        answers = self._get([s.blockers.remote(texts) for s in self.shards]) if self._texts else []
         batch = NoveltyIndex(self.threshold, self.tokenizer)  # this batch's admissions, in order
         batch_places: list[int] = []
         admitted: list[str] = []
@@ -157,7 +175,7 @@ class ShardedNoveltyIndex:
         if not entries:
             return []
         queries = [(self._texts[e], e) for e in entries]
-        answers = self.ray.get([s.top_k.remote(queries, k) for s in self.shards])
+        answers = self._get([s.top_k.remote(queries, k) for s in self.shards])
         out: list[list[Match]] = []
         for j, entry in enumerate(entries):
             merged = sorted((m for answer in answers for m in answer[j]), key=lambda m: (-m[0], m[1]))

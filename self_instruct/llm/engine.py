@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from aiolimiter import AsyncLimiter
@@ -158,6 +158,9 @@ class Engine:
         self._slots: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
         self._detached: set[asyncio.Task] = set()  # requests closed pipes left behind
         self._numbered = 0  # requests sent so far (cache misses), numbered for the usage records
+        # Sends a request elsewhere (cluster.requests: from Ray workers that do the rate limits and
+        # retries); None: _send, in this process. The cache, accounting and usage stay here.
+        self.remote: Callable[[Request, Stats], Awaitable[Response]] | None = None
 
     async def drain(self, *, cancel: bool = False) -> None:
         """Wait for (or cancel) the requests closed pipes left behind: once sent they are paid for, so
@@ -306,7 +309,7 @@ class Engine:
             number = self._intent(stage, request)
             t0 = time.perf_counter()
             try:
-                response = await self._send(request, stats)
+                response = await (self.remote or self._send)(request, stats)
             except BaseException as e:  # cancelled (Ctrl-C, a FatalError elsewhere) or fatal
                 self._ended(stage, number, e)
                 raise
