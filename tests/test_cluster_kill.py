@@ -1,0 +1,101 @@
+"""A run on a Ray cluster whose driver is killed at random moments resumes to the local run's files.
+
+The cluster is started as a user starts one (``ray start --head``), in its own process group, and
+outlives the drivers the test kills, as a real cluster does; the drivers join it with
+``--ray-address``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from helpers import check_run_dir, cli, cli_command, cli_env
+from openai_server import FakeOpenAIServer
+from scripted import respond
+from test_engine import generate_args, same_files
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[str]:
+    """A Ray head with 2 CPUs on this machine; its address."""
+    port = _free_port()
+    ray = Path(sys.executable).parent / "ray"
+    head = subprocess.Popen(
+        [str(ray), "start", "--head", "--block", f"--port={port}", "--num-cpus=2"]
+        + ["--include-dashboard=false", "--disable-usage-stats"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert head.stdout is not None
+        for line in head.stdout:  # up once it says so (it blocks after that)
+            if "Ray runtime started" in line:
+                break
+        else:
+            pytest.fail("ray start --head ended before the cluster started")
+        yield f"127.0.0.1:{port}"
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)  # `ray start --block` stops what it started
+        try:
+            head.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait()
+
+
+def test_a_ray_run_killed_at_random_moments_resumes_to_the_local_runs_files(cluster, tmp_path):
+    rng = random.Random(11)
+    with FakeOpenAIServer(respond, latency=0.05) as server:
+        whole = cli(*generate_args(server, "whole", "--target", "40", "--concurrency", "8"), cwd=tmp_path)
+        assert whole.returncode == 0, whole.stderr
+        args = generate_args(server, "killed", "--target", "40", "--concurrency", "8")
+        args += ["--executor", "ray", "--ray-address", cluster, "--ray-shards", "2", "--ray-workers", "2"]
+        usage = tmp_path / "outputs" / "killed" / "usage.jsonl"
+
+        def sent() -> int:  # requests put on record as sent, by every session
+            return usage.read_bytes().count(b'"event": "sent"') if usage.exists() else 0
+
+        kills = attempts = 0
+        # Kill each driver after a random number of new requests (so bootstrap, classify and instances
+        # see kills, with requests in flight at the workers) until 4 kills have landed.
+        while kills < 4 and attempts < 20:
+            attempts += 1
+            stop_at = sent() + rng.randint(1, 25)
+            proc = subprocess.Popen(
+                [*cli_command(), *args],
+                cwd=tmp_path,
+                env=cli_env(),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            while proc.poll() is None and sent() < stop_at:
+                time.sleep(0.002)
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                kills += 1
+            proc.wait()
+        assert kills >= 4
+        final = cli(*args, cwd=tmp_path)
+        assert final.returncode == 0, final.stderr
+        assert "model requests sent from 2 Ray workers" in final.stdout + final.stderr
+    check_run_dir(tmp_path / "outputs" / "killed")
+    same_files(tmp_path / "outputs" / "whole", tmp_path / "outputs" / "killed")
