@@ -81,12 +81,17 @@ def grow(index, target: int, batch: int, records: bool, checkpoints: list[int]) 
     return {"wall": wall, "driver_cpu": cpu, "tried": tried, "digest": digest.hexdigest(), "at": at}
 
 
-def project(r: dict, shard_cpu: list[float], fixed: float, nodes: int, cores: int) -> float:
+def project(
+    driver: float, shard_cpu: list[float], fixed: float, nodes: int, cores: int, scale: float
+) -> float:
     """Sharded wall time on ``nodes`` x ``cores`` shards: the driver's time, plus the shards' work
-    split evenly, plus what every shard pays whatever its share (``fixed``: per-candidate set-up)."""
+    split evenly, plus what every shard pays whatever its share (``fixed``: per-candidate set-up).
+    ``scale``: the pool grown, as a multiple of the one measured. Each candidate is checked against
+    the whole pool, and each acceptance's records against the entries before it, so the scans grow
+    with the square of the pool; the driver's work and the fixed part grow with the candidates."""
     shards = nodes * cores
     scan = max(0.0, sum(shard_cpu) - len(shard_cpu) * fixed)
-    return r["driver_cpu"] + scan / shards + fixed
+    return (driver + fixed) * scale + scan * scale**2 / shards
 
 
 def main() -> None:
@@ -95,6 +100,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=256, help="candidates decided per batch")
     ap.add_argument("--shards", type=int, default=2)
     ap.add_argument("--no-records", dest="records", action="store_false", help="skip the top-10 records")
+    ap.add_argument(
+        "--project", type=int, default=1_000_000, help="the pool size to project the wall time to"
+    )
     args = ap.parse_args()
     checkpoints = [p for p in (10_000, 50_000, 100_000, 200_000, 500_000, 1_000_000) if p < args.pool]
     checkpoints.append(args.pool)
@@ -109,6 +117,9 @@ def main() -> None:
     probe = ShardedNoveltyIndex(ray, args.shards, cpus=0)
     probe.add_many(["one", "two"][: args.shards])
     gen = TextGen(seed=9)
+    probe.admit_many([gen.sentence() for _ in range(args.batch)])  # warm: the first call pays imports
+    probe.reset()
+    probe.add_many(["one", "two"][: args.shards])
     cands = [gen.sentence() for _ in range(args.batch)]
     before = probe.cpu_seconds()
     t1 = time.perf_counter()
@@ -139,9 +150,14 @@ def main() -> None:
         + f"; per candidate per shard, whatever its share: {fixed_per_candidate * 1e6:.0f} us"
     )
     fixed = fixed_per_candidate * ray_run["tried"]
-    print("projected wall time of this growth on nodes of 8 cores (one shard per core):")
+    target = max(args.project, args.pool)
+    print(f"projected wall time on nodes of 8 cores (one shard per core), to {args.pool} and to {target}:")
     for nodes in (4, 16, 64):
-        print(f"  {nodes:>3} nodes: {project(ray_run, shard_cpu, fixed, nodes, 8):8.1f} s")
+        now, then = (
+            project(ray_run["driver_cpu"], shard_cpu, fixed, nodes, 8, scale)
+            for scale in (1.0, target / args.pool)
+        )
+        print(f"  {nodes:>3} nodes: {now:8.1f} s  {then / 60:8.1f} min")
     sharded.close()
 
 

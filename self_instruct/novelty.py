@@ -82,7 +82,7 @@ class Match:
 _EPS = 1e-9
 
 
-def _f_measures(lcs: np.ndarray, len_query: int, lengths: np.ndarray) -> np.ndarray:
+def f_measures(lcs: np.ndarray, len_query: int | np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """f_measure over arrays: the same IEEE operations in the same order, so the same bits."""
     with np.errstate(divide="ignore", invalid="ignore"):
         precision = lcs / lengths
@@ -244,7 +244,7 @@ class NoveltyIndex:
             return np.empty(0)
         choices = [self._seqs[i] for i in entries.tolist()]
         lcs = process.cdist([seq], choices, scorer=LCSseq.similarity, dtype=np.int32)[0]
-        return _f_measures(lcs, len(seq), self._lengths.view[entries])
+        return f_measures(lcs, len(seq), self._lengths.view[entries])
 
     def top_k(self, text: str, k: int) -> list[Match]:
         """The k most similar pool entries, best first (equal scores: earlier entry first).
@@ -317,7 +317,7 @@ class NoveltyIndex:
                     out.append([])
                     continue
                 m = len(seq)
-                f = _f_measures(row[:end], m, lengths[:end]) if m else np.zeros(end)
+                f = f_measures(row[:end], m, lengths[:end]) if m else np.zeros(end)
                 cut = np.partition(f, end - kk)[end - kk]  # the k-th largest score
                 above = np.flatnonzero(f > cut)
                 ties = np.flatnonzero(f == cut)[: kk - len(above)]  # earlier entries win ties

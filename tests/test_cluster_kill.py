@@ -24,6 +24,7 @@ from scripted import respond
 from test_engine import generate_args, same_files
 
 pytestmark = pytest.mark.slow
+HEAD_OPTIONS = ("--include-dashboard=false", "--disable-usage-stats")
 
 
 def _free_port() -> int:
@@ -38,8 +39,7 @@ def cluster() -> Iterator[str]:
     port = _free_port()
     ray = Path(sys.executable).parent / "ray"
     head = subprocess.Popen(
-        [str(ray), "start", "--head", "--block", f"--port={port}", "--num-cpus=2"]
-        + ["--include-dashboard=false", "--disable-usage-stats"],
+        [str(ray), "start", "--head", "--block", f"--port={port}", "--num-cpus=2", *HEAD_OPTIONS],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

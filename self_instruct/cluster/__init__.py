@@ -57,7 +57,8 @@ def connect(address: str, num_cpus: int | None = None):
         t0 = time.perf_counter()
         try:
             ray.init(
-                address=address or None,
+                # "local": a new Ray on this machine, even where an earlier cluster left its address behind
+                address=address or "local",
                 num_cpus=None if address else num_cpus,
                 include_dashboard=False,
                 log_to_driver=False,

@@ -23,7 +23,11 @@ import bisect
 import time
 from typing import Any
 
-from ..novelty import Match, NoveltyIndex
+import numpy as np
+from rapidfuzz import process
+from rapidfuzz.distance import LCSseq
+
+from ..novelty import Match, NoveltyIndex, f_measures, rouge_tokens, unicode_tokens
 
 Best = tuple[float, int] | None  # (score, place in the pool)
 # Below this many entries the local index wins on a machine of a few cores (bench/scale.py: the
@@ -141,22 +145,35 @@ class ShardedNoveltyIndex:
 
     def admit_many(self, texts: list[str]) -> list[tuple[Match | None, int | None]]:
         """Each candidate against the pool and the admissions before it in this batch, in order."""
+        if not texts:
+            return []
         answers = self._get([s.blockers.remote(texts) for s in self.shards]) if self._texts else []
-        batch = NoveltyIndex(self.threshold, self.tokenizer)  # this batch's admissions, in order
-        batch_places: list[int] = []
+        # The batch's own admissions, in order, as token-id strings of a vocabulary of this batch
+        # (an LCS depends only on which tokens are equal): a candidate is scored against each of them
+        # exactly, as NoveltyIndex.blocker scores the entries it cannot rule out.
+        tokenize = rouge_tokens if self.tokenizer == "rouge" else unicode_tokens
+        vocab: dict[str, int] = {}
+        seqs = ["".join(chr(vocab.setdefault(t, len(vocab))) for t in tokenize(text)) for text in texts]
+        lengths = np.array([len(seq) for seq in seqs], dtype=np.int32)
+        # scores[j, i]: candidate j (the query) against candidate i (the entry), all pairs at once.
+        lcs = process.cdist(seqs, seqs, scorer=LCSseq.similarity, dtype=np.int32)
+        scores = f_measures(lcs, lengths[:, None], lengths[None, :])
+        taken: list[int] = []  # the candidates admitted so far, in order
         admitted: list[str] = []
         out: list[tuple[Match | None, int | None]] = []
+        first = len(self._texts)  # the place of the batch's first admission
         for j, text in enumerate(texts):
             best: Best = None
             for answer in answers:
                 best = _better(best, answer[j])
-            inside = batch.blocker(text)
-            if inside is not None:
-                best = _better(best, (inside.score, batch_places[inside.index]))
+            if taken:
+                row = scores[j, taken]
+                i = int(np.argmax(row))  # the first of the highest: the earliest admission
+                if row[i] > self.threshold:
+                    best = _better(best, (float(row[i]), first + i))
             if best is None:
-                place = len(self._texts) + len(admitted)
-                batch.add(text)
-                batch_places.append(place)
+                place = first + len(admitted)
+                taken.append(j)
                 admitted.append(text)
                 out.append((None, place))
             else:
