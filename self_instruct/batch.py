@@ -167,10 +167,10 @@ def _submit(configs: list[tuple[str, config_mod.Config]], backend, command: str,
     """Start the runs whose executor is ray, each as a Ray task (the run itself works in that task,
     with the local executor); returns a function that waits for them all and raises the first error
     in plan order. The run directories must lie where every node sees them (shared storage)."""
-    from .cluster import connect, cpu_share
+    from .cluster import connect, cpu_share, worker_options
 
     ray = connect(configs[0][1].ray.address)
-    task = ray.remote(_run_task).options(num_cpus=cpu_share(ray, len(configs)))
+    task = ray.remote(_run_task).options(num_cpus=cpu_share(ray, len(configs)), **worker_options())
     refs = []
     for label, cfg in configs:
         if announce:

@@ -311,8 +311,12 @@ async def _run_locked(
     if forced:
         session["forced"] = forced
 
+    remote = None  # executor = ray: the workers that send the requests
+
     def save(session: dict, entries: dict) -> dict:
         info = backend.describe() if backend else None
+        if info and info.get("endpoints") and remote is not None:
+            info["endpoints"] = remote.endpoints(info["endpoints"])
         if info and info.get("endpoints"):
             session["endpoints"] = info["endpoints"]  # this session's; totals over all
         return write_manifest(
@@ -337,7 +341,6 @@ async def _run_locked(
         session=session,
         save=save,
     )
-    remote = None
     if cfg.executor == "ray" and engine is not None and not cfg.llm.batch_api:
         from .cluster.requests import request_workers
 

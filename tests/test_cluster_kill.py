@@ -44,6 +44,7 @@ def cluster() -> Iterator[str]:
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
+        env=cli_env(),  # no OPENAI_* settings: the workers get the API key from the driver
     )
     try:
         assert head.stdout is not None
@@ -64,8 +65,11 @@ def cluster() -> Iterator[str]:
 
 def test_a_ray_run_killed_at_random_moments_resumes_to_the_local_runs_files(cluster, tmp_path):
     rng = random.Random(11)
-    with FakeOpenAIServer(respond, latency=0.05) as server:
-        whole = cli(*generate_args(server, "whole", "--target", "40", "--concurrency", "8"), cwd=tmp_path)
+    key = {"OPENAI_API_KEY": "sk-cluster-test"}
+    with FakeOpenAIServer(respond, latency=0.05, api_key=key["OPENAI_API_KEY"]) as server:
+        whole = cli(
+            *generate_args(server, "whole", "--target", "40", "--concurrency", "8"), cwd=tmp_path, env=key
+        )
         assert whole.returncode == 0, whole.stderr
         args = generate_args(server, "killed", "--target", "40", "--concurrency", "8")
         args += ["--executor", "ray", "--ray-address", cluster, "--ray-shards", "2", "--ray-workers", "2"]
@@ -83,7 +87,7 @@ def test_a_ray_run_killed_at_random_moments_resumes_to_the_local_runs_files(clus
             proc = subprocess.Popen(
                 [*cli_command(), *args],
                 cwd=tmp_path,
-                env=cli_env(),
+                env=cli_env(key),
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
@@ -94,8 +98,12 @@ def test_a_ray_run_killed_at_random_moments_resumes_to_the_local_runs_files(clus
                 kills += 1
             proc.wait()
         assert kills >= 4
-        final = cli(*args, cwd=tmp_path)
+        final = cli(*args, cwd=tmp_path, env=key)
         assert final.returncode == 0, final.stderr
         assert "model requests sent from 2 Ray workers" in final.stdout + final.stderr
-    check_run_dir(tmp_path / "outputs" / "killed")
+        answered = server.counts["answered"]
+    m = check_run_dir(tmp_path / "outputs" / "killed")
     same_files(tmp_path / "outputs" / "whole", tmp_path / "outputs" / "killed")
+    # The endpoint's counts are the workers': the driver sent nothing itself.
+    sent_by_workers = sum(e["requests"] for e in m["backend"]["endpoints"])
+    assert 0 < sent_by_workers <= answered

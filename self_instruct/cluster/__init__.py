@@ -71,6 +71,17 @@ def connect(address: str, num_cpus: int | None = None):
     return ray
 
 
+# What a backend reads from the environment (pipeline.create_backend): a worker on another node
+# has its own environment, so the driver's values travel with the work.
+FORWARDED_ENV = ("OPENAI_API_KEY", "OPENAI_BASE_URL")
+
+
+def worker_options() -> dict:
+    """Ray options for actors and tasks that make a backend: the driver's API settings."""
+    env = {name: os.environ[name] for name in FORWARDED_ENV if os.environ.get(name)}
+    return {"runtime_env": {"env_vars": env}} if env else {}
+
+
 def cpu_share(ray, n: int) -> float:
     """CPUs for each of ``n`` actors or tasks: one each, or a share of what is free (one that asks for
     more than the cluster has free waits until it has)."""

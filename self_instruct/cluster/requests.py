@@ -50,6 +50,10 @@ class Sender:
                 return None, dict(stats), e
         return response, dict(stats), None
 
+    def endpoints(self) -> list[dict]:
+        """This worker's counts per endpoint (requests, failures), as the backend describes them."""
+        return self.engine.backend.describe().get("endpoints") or []
+
     async def close(self) -> None:
         await self.engine.backend.close()
 
@@ -92,6 +96,21 @@ class RayRequests:
         assert response is not None
         return response
 
+    def endpoints(self, driver: list[dict]) -> list[dict]:
+        """The driver's counts per endpoint (its own requests: the start-up checks) with every
+        worker's added; the driver's alone when a worker cannot answer."""
+        try:
+            answers = self.ray.get([a.endpoints.remote() for a in self.actors], timeout=30)
+        except Exception:  # a worker gone (the run is ending with an error already)
+            return driver
+        out = {e["url"]: dict(e) for e in driver}
+        for answer in answers:
+            for e in answer:
+                total = out.setdefault(e["url"], {"url": e["url"], "requests": 0, "failures": 0})
+                total["requests"] += e["requests"]
+                total["failures"] += e["failures"]
+        return list(out.values())
+
     def describe(self) -> str:
         from . import connect_seconds
 
@@ -113,7 +132,7 @@ class RayRequests:
 def request_workers(cfg: Any, make_backend: Callable[[], Backend], json_form: str | None) -> RayRequests:
     """``ray.workers`` sender actors (0: one per node of the cluster, at most llm.concurrency), each
     with its share of the concurrency and of the rpm/tpm limits."""
-    from . import connect
+    from . import connect, worker_options
 
     ray = connect(cfg.ray.address)
     nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
@@ -124,7 +143,7 @@ def request_workers(cfg: Any, make_backend: Callable[[], Backend], json_form: st
     retry = RetryPolicy(llm.max_retries, llm.retry_initial, llm.retry_max)
     actor = ray.remote(num_cpus=0, scheduling_strategy="SPREAD")(Sender)
     actors = [
-        actor.options(max_concurrency=slots[i] + 8).remote(
+        actor.options(max_concurrency=slots[i] + 8, **worker_options()).remote(
             make_backend,
             json_form,
             {
