@@ -32,6 +32,7 @@ ALIASES = {
     "llm.api": "--api",
     "llm.concurrency": "--concurrency",
     "llm.cache": "--cache",
+    "quality.decontaminate": "--decontaminate",
 }
 
 RESUME_HINT = "Everything accepted so far is saved; run the same command again to resume."
@@ -171,6 +172,69 @@ def run_analyze(args: dict) -> None:
             print(f"note: {u}")
 
 
+def add_decontaminate_parser(sub) -> None:
+    p = sub.add_parser(
+        "decontaminate",
+        help="find benchmark text in datasets (word n-gram overlap) and write a clean copy",
+        description="Check run directories (their dataset.jsonl) and data files (JSONL, JSON, CSV, "
+        "Parquet, saved datasets) for text that repeats a benchmark: a shared word 13-gram (GPT-3's "
+        "rule) after lower-casing and folding punctuation, or, for texts under 13 words, the whole "
+        "text. Writes every hit to the report, and with --out a copy of each input without them.",
+    )
+    p.add_argument("paths", nargs="+", metavar="RUN_OR_FILE")
+    p.add_argument("--against", nargs="+", required=True, metavar="FILE", help="the benchmark files")
+    p.add_argument("--ngram", type=int, default=13, help="words per n-gram (default: 13)")
+    p.add_argument(
+        "--fields", nargs="+", default=[], metavar="FIELD", help="only these fields of the benchmark files"
+    )
+    p.add_argument(
+        "--report", default="decontamination.jsonl", metavar="FILE", help="every hit, one per line"
+    )
+    p.add_argument("--out", metavar="DIR", help="write each input's records without a hit to DIR/NAME.jsonl")
+
+
+def run_decontaminate(args: dict) -> None:
+    import time
+    from pathlib import Path
+
+    from .quality.decontaminate import BenchmarkIndex, benchmark_texts, check_data
+    from .store import write_jsonl_atomic
+
+    if args["ngram"] < 1:
+        raise UserError(f"--ngram must be at least 1, got {args['ngram']}")
+    t0 = time.perf_counter()
+    index = BenchmarkIndex(benchmark_texts(args["against"], args["fields"]), args["ngram"])
+    print(
+        f"benchmark: {len(index)} {args['ngram']}-grams and {len(index.whole)} short texts from "
+        f"{len(args['against'])} file(s) ({time.perf_counter() - t0:.1f} s)",
+        flush=True,
+    )
+    out = Path(args["out"]) if args["out"] else None
+    inputs = {Path(p).resolve() for p in args["paths"]}
+    report: list[dict] = []
+    for source, records, hits in check_data(args["paths"], index):
+        report += hits
+        dirty = {h["line"] for h in hits}
+        by_field: dict[str, int] = {}
+        for h in hits:
+            by_field[h["field"]] = by_field.get(h["field"], 0) + 1
+        fields = ", ".join(f"{f} {n}" for f, n in by_field.items())
+        line = f"{source}: {len(records)} records, {len(dirty)} contaminated" + (
+            f" ({fields})" if fields else ""
+        )
+        if out is not None:
+            name = source.parent.name if source.name == "dataset.jsonl" else source.stem
+            clean = out / f"{name}.jsonl"
+            if clean.resolve() in inputs or clean.resolve() == source.resolve():
+                raise UserError(f"--out {out}: the clean copy {clean} would overwrite an input")
+            out.mkdir(parents=True, exist_ok=True)
+            write_jsonl_atomic(clean, [typing.cast(dict, r) for n, r in records if n not in dirty])
+            line += f" -> {clean}"
+        print(line, flush=True)
+    write_jsonl_atomic(args["report"], report)
+    print(f"report: {args['report']} ({len(report)} hits)")
+
+
 def add_view_parser(sub) -> None:
     p = sub.add_parser(
         "view",
@@ -253,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("plan", metavar="PLAN.toml")
     add_analyze_parser(sub)
+    add_decontaminate_parser(sub)
     add_view_parser(sub)
     return parser
 
@@ -340,6 +405,8 @@ def main(argv: list[str] | None = None) -> int:
                 run_analyze(args)
             elif command == "batch":
                 run_batch_plan(args)
+            elif command == "decontaminate":
+                run_decontaminate(args)
             elif command == "view":
                 return run_view(args)
             else:

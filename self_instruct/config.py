@@ -247,6 +247,18 @@ class RayConfig(Section):
     )
 
 
+class QualityConfig(Section):
+    decontaminate: list[str] = Field(
+        default_factory=list,
+        description="benchmark files (JSONL, JSON, CSV, Parquet, a saved dataset): an instruction, seed or "
+        "instance that shares a word n-gram with one is rejected as contaminated",
+    )
+    fields: list[str] = Field(
+        default_factory=list, description="only these fields of the benchmark files (empty: every string)"
+    )
+    ngram: int = Field(13, ge=1, description="words per n-gram for quality.decontaminate (GPT-3's rule: 13)")
+
+
 class Config(Section):
     run_name: str = Field("run", description="run directory name inside output_dir")
     output_dir: str = Field("outputs", description="where run directories are created")
@@ -268,6 +280,7 @@ class Config(Section):
     classify: ClassifyConfig = Field(default_factory=ClassifyConfig)
     instances: InstancesConfig = Field(default_factory=InstancesConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
+    quality: QualityConfig = Field(default_factory=QualityConfig)
 
     @field_validator("run_name")
     @classmethod
@@ -315,6 +328,7 @@ SECTIONS: dict[str, type[Section]] = {
     "classify": ClassifyConfig,
     "instances": InstancesConfig,
     "ray": RayConfig,
+    "quality": QualityConfig,
 }
 
 

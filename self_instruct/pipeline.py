@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,13 +22,14 @@ from .llm.prices import price_for
 from .manifest import failure_causes, file_sha256, recorded_config, write_manifest
 from .prompts import template_hashes
 from .provenance import changes, fingerprint, guard
+from .quality.decontaminate import BenchmarkIndex, benchmark_sha256, benchmark_texts
 from .stages.bootstrap import BootstrapStep, max_bootstrap_requests
 from .stages.classify import ClassifyStep, exhausted
 from .stages.common import StageContext
 from .stages.dataset import DatasetStep
 from .stages.instances import InstancesStep
 from .step import Step
-from .store import RunDir, writer_lock
+from .store import RunDir, rejection, writer_lock
 from .structured import schema_text
 from .tasks import Task, load_tasks
 
@@ -237,7 +239,41 @@ def run(
     ``command``: the command line, for the session list."""
     seeds = load_tasks(cfg.seed_path)
     files = RunDir(cfg.run_dir)
-    return asyncio.run(_run(cfg, stages, seeds, files, backend, force, command))
+    # The benchmarks to keep out of the data, read before anything is written (a bad file: exit 2).
+    benchmarks = benchmark_index(cfg) if MODEL_STAGES & set(stages) else None
+    return asyncio.run(_run(cfg, stages, seeds, files, backend, force, command, benchmarks))
+
+
+def benchmark_index(cfg: Config) -> tuple[BenchmarkIndex, str] | None:
+    """quality.decontaminate's index, and a note on what it holds and cost; None when unset."""
+    q = cfg.quality
+    if not q.decontaminate:
+        return None
+    t0 = time.perf_counter()
+    index = BenchmarkIndex(benchmark_texts(q.decontaminate, q.fields), q.ngram)
+    note = (
+        f"quality.decontaminate: {len(index)} {q.ngram}-grams and {len(index.whole)} short texts from "
+        f"{len(q.decontaminate)} file(s), indexed in {time.perf_counter() - t0:.1f} s "
+        f"({index.memory_bytes() / 2**20:.0f} MiB)"
+    )
+    return index, note
+
+
+def drop_contaminated_seeds(ctx: StageContext, seeds: list[Task]) -> tuple[list[Task], int]:
+    """The seed tasks whose instruction repeats no benchmark, and how many did (each on record in
+    rejected.jsonl once, under the stage "seeds")."""
+    hits = ctx.contaminated([t.instruction for t in seeds])
+    if not any(hits):
+        return seeds, 0
+    recorded = {r.get("key") for r in ctx.files.rejected.read() if r.get("stage") == "seeds"}
+    new = [
+        rejection("seeds", t.id, "contaminated", t.instruction, **hit)
+        for t, hit in zip(seeds, hits, strict=True)
+        if hit is not None and t.id not in recorded
+    ]
+    if new:
+        ctx.files.rejected.append(new)
+    return [t for t, hit in zip(seeds, hits, strict=True) if hit is None], sum(h is not None for h in hits)
 
 
 async def _run(
@@ -248,6 +284,7 @@ async def _run(
     backend: Backend | None,
     force: bool = False,
     command: str = "",
+    benchmarks: tuple[BenchmarkIndex, str] | None = None,
 ) -> RunSummary:
     if cfg.executor == "ray":  # before anything is loaded or written
         from .cluster import require_ray
@@ -270,7 +307,9 @@ async def _run(
                 raise UserError(str(e)) from None
         # One writer at a time: everything this session builds on is read under the lock.
         with writer_lock(files.root, command):
-            return await _run_locked(cfg, stages, seeds, files, backend, make_backend, force, command)
+            return await _run_locked(
+                cfg, stages, seeds, files, backend, make_backend, force, command, benchmarks
+            )
     except OSError as e:  # a file where the run directory should be, a read-only disk, a full one
         raise os_error(e) from None
     finally:
@@ -287,12 +326,15 @@ async def _run_locked(
     make_backend: Callable[[], Backend],
     force: bool,
     command: str,
+    benchmarks: tuple[BenchmarkIndex, str] | None,
 ) -> RunSummary:
     # Refuse to mix two runs in one directory, before writing to it.
     previous = files.read_manifest()
     fp = fingerprint(
         cfg, file_sha256(cfg.seed_path), template_hashes(), backend.describe() if backend else None
     )
+    if cfg.quality.decontaminate:
+        fp["quality.decontaminate.sha256"] = benchmark_sha256(cfg.quality.decontaminate)
     forced = guard(files.root, previous.get("provenance"), fp, force)
     provenance = {**(previous.get("provenance") or {}), **fp}
     engine = make_engine(cfg, backend, files.root) if backend else None
@@ -302,7 +344,17 @@ async def _run_locked(
         structured = await resolve_structured(cfg, backend, structured)
         if cfg.llm.structured == "auto" and not structured["on"]:
             notes.append(structured["note"])
-    ctx = StageContext(cfg, engine, files, structured=bool(structured and structured["on"]))
+    ctx = StageContext(
+        cfg,
+        engine,
+        files,
+        structured=bool(structured and structured["on"]),
+        contamination=benchmarks[0] if benchmarks else None,
+    )
+    if benchmarks:
+        seeds, dropped = drop_contaminated_seeds(ctx, seeds)
+        left_out = f"; {dropped} seed tasks repeat a benchmark: left out" if dropped else ""
+        notes.append(benchmarks[1] + left_out)
     session: dict[str, Any] = {"command": command} if command else {}
     if previous.get("config"):
         changed = changes(flatten(previous["config"]), flatten(recorded_config(cfg)))

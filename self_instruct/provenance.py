@@ -27,6 +27,7 @@ FREE = {
     "ray.shards",
     "ray.max_shards",
     "ray.workers",
+    "quality.decontaminate",  # the files' content counts (quality.decontaminate.sha256), not their place
     "bootstrap.max_requests",
     "classify.max_attempts",
     # the model itself is compared as the backend reports it (backend.*), not as configured

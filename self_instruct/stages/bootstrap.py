@@ -250,6 +250,10 @@ def _apply(ctx: StageContext, i: int, shown: list[str], resp, index: PoolIndex, 
         if reason:
             rejected.append(rejection(STAGE, i, reason, text))
             continue
+        hit = ctx.contaminated([text])[0]  # before the pool: never shown in a prompt
+        if hit is not None:
+            rejected.append(rejection(STAGE, i, "contaminated", text, **hit))
+            continue
         blocker, entry = index.admit(text)
         if blocker is not None:
             near = {"instruction": blocker.text, "score": blocker.score}

@@ -107,6 +107,17 @@ class InstancesStep(Step):
         kept, dropped = filter_instances(parsed.kept, self.ctx.cfg.instances.max_instances)
         rejected = [_reject(rec, why, t) for why, t in parsed.rejected]
         rejected += [_reject(rec, why, f"{i.input} => {i.output}", **i.to_dict()) for i, why in dropped]
+        hits = self.ctx.contaminated([text for i in kept for text in (i.input, i.output)])
+        if any(hits):  # an instance whose input or output repeats a benchmark
+            clean = []
+            for k, inst in enumerate(kept):
+                hit = hits[2 * k] or hits[2 * k + 1]
+                if hit is None:
+                    clean.append(inst)
+                else:
+                    text = f"{inst.input} => {inst.output}"
+                    rejected.append(_reject(rec, "contaminated", text, **inst.to_dict(), **hit))
+            kept = clean
         record = {
             "id": rec["id"],
             "instruction": rec["instruction"],

@@ -1,0 +1,1 @@
+"""Quality gates: keeping benchmark text out of the data (decontaminate.py)."""
