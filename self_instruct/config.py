@@ -257,6 +257,20 @@ class QualityConfig(Section):
         default_factory=list, description="only these fields of the benchmark files (empty: every string)"
     )
     ngram: int = Field(13, ge=1, description="words per n-gram for quality.decontaminate (GPT-3's rule: 13)")
+    judge: Literal["off", "on"] = Field(
+        "off",
+        description="on: a model rates every instance A (valid and satisfying) to D (irrelevant or invalid), "
+        "the Self-Instruct paper's scale, and the dataset keeps those at quality.min_rating or better",
+    )
+    judge_model: str = Field("", description="the judge's model (empty: the run's model)")
+    judge_base_url: list[str] = Field(
+        default_factory=list, description="the judge's endpoint (empty: the run's endpoint)"
+    )
+    min_rating: Literal["A", "B", "C", "D"] = Field("B", description="the lowest rating the dataset keeps")
+    judge_max_attempts: int = Field(
+        3, ge=1, description="answers asked for when one has no readable rating (later ones sampled)"
+    )
+    judge_max_tokens: int = Field(96, ge=1, description="tokens for the judge's answer")
 
 
 class Config(Section):

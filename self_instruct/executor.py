@@ -220,11 +220,13 @@ class Executor:
         }
         self.manifest_entries: dict = {}
         self.manifest: dict = {}
-        if engine is not None:
-            # One line per request as it completes: a killed session's usage is on record too.
-            def log_usage(record: dict) -> None:
-                files.usage.append([{**record, "session": self.session["id"]}], sync=False)
 
+        # One line per request as it completes: a killed session's usage is on record too.
+        def log_usage(record: dict) -> None:
+            files.usage.append([{**record, "session": self.session["id"]}], sync=False)
+
+        self.log_usage = log_usage
+        if engine is not None:
             engine.usage = log_usage
 
     def save(self) -> dict:
@@ -277,7 +279,10 @@ class Executor:
     async def run_step(self, step: Step) -> Report:
         """Recover, start, send and apply until the step asks nothing more, then its report."""
         recover(step, self.files)
-        concurrency = self.engine.concurrency if self.engine else 1
+        engine = step.engine or self.engine  # a step may have a model of its own (the judge's)
+        if engine is not None and engine is not self.engine:
+            engine.usage = self.log_usage
+        concurrency = engine.concurrency if engine else 1
         await step.start(concurrency)
         done, total, _ = step.progress()
         show = self.show_progress and step.output is not None  # a derived step has nothing to count
@@ -286,20 +291,22 @@ class Executor:
         try:
             writer = _Writer(step, self.files)
             try:
-                if self.engine is None:
+                if engine is None:
                     if step.next(0, 0):
                         raise RuntimeError(f"step {step.name} sends requests, but this run has no model")
-                elif self.batch_api and step.batchable:
+                elif self.batch_api and step.batchable and engine is self.engine:
                     await self._batches(step, bar, writer)
                 else:
-                    wasted = await self._realtime(step, bar, writer, concurrency)
+                    wasted = await self._realtime(step, bar, writer, concurrency, engine)
             finally:
                 writer.close()
+                if engine is not None and engine is not self.engine:  # what its pipe left behind
+                    await engine.drain(cancel=False)
             report = step.finish()
         finally:
             bar.close()
             step.close()
-        if step.output is not None and self.engine is not None:
+        if step.output is not None and engine is not None:
             # Requests answered but never applied, over every step of the session (bootstrap's, past
             # its target: a step that ends with nothing in flight wastes none).
             self.session["wasted_requests"] = self.session.get("wasted_requests", 0) + wasted
@@ -313,13 +320,14 @@ class Executor:
         done, total, extra = step.progress()
         bar.total = total
         bar.update(max(0, min(done, total) - bar.n))
-        bar.set_postfix(live_stats(self.engine, step.name, **extra), refresh=False)
+        bar.set_postfix(live_stats(step.engine or self.engine, step.name, **extra), refresh=False)
 
-    async def _realtime(self, step: Step, bar: tqdm, writer: _Writer, concurrency: int) -> int:
+    async def _realtime(
+        self, step: Step, bar: tqdm, writer: _Writer, concurrency: int, engine: Engine
+    ) -> int:
         """Send through the engine's pipe, apply in order; returns the requests answered but never
         applied (the step needed no more)."""
-        assert self.engine is not None
-        pipe = self.engine.pipe(step.name)
+        pipe = engine.pipe(step.name)
         limit = in_flight_limit(concurrency)
         waiting: deque[Work] = deque()
         finished = False

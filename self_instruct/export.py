@@ -24,6 +24,7 @@ import re
 import shutil
 import statistics
 import tempfile
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,6 +90,7 @@ def load_records(run_dirs: list[str], opts: ExportOptions) -> tuple[list[dict], 
                         "output": inst["output"],
                         "is_classification": row.get("is_classification"),
                         "source": f"{Path(run_dir).name}/{row['id']}",
+                        "rating": inst.get("rating"),  # quality.judge's, when the run was judged
                     }
                 )
         seed_file = manifest.get("seed_file", {}).get("path")
@@ -104,6 +106,7 @@ def load_records(run_dirs: list[str], opts: ExportOptions) -> tuple[list[dict], 
                         "output": inst.output,
                         "is_classification": task.is_classification,
                         "source": f"seed/{task.id}",
+                        "rating": None,
                     }
                 )
     if not records:
@@ -171,6 +174,16 @@ def _words(text: str) -> int:
     return len(text.split())
 
 
+def _ratings(rows: list[dict]) -> list[str]:
+    """The judge's ratings of the instances (quality.judge), when any were rated."""
+    counts = Counter(r["rating"] for r in rows if r.get("rating"))
+    if not counts:
+        return []
+    spread = ", ".join(f"{k} {counts[k]}" for k in sorted(counts))
+    unrated = len(rows) - sum(counts.values())
+    return [f"- rated by the judge (A best, D worst): {spread}; not rated: {unrated}"]
+
+
 def dataset_card(
     splits: dict[str, list[dict]],
     manifests: list[dict],
@@ -222,6 +235,7 @@ def dataset_card(
         f"- instructions: {len(instructions)} ({len(cls)} classification tasks)",
         f"- instances with empty input: {sum(1 for r in all_rows if not r['input'].strip())}",
         f"- from seed tasks: {sum(1 for r in all_rows if r['source'].startswith('seed/'))}",
+        *_ratings(all_rows),
         "",
         "## Lengths in words (mean / median)",
         "",

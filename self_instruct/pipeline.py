@@ -28,13 +28,15 @@ from .stages.classify import ClassifyStep, exhausted
 from .stages.common import StageContext
 from .stages.dataset import DatasetStep
 from .stages.instances import InstancesStep
+from .stages.judge import PROMPT_SHA256 as JUDGE_PROMPT_SHA256
+from .stages.judge import JudgeStep, instance_key, unreadable_answers
 from .step import Step
 from .store import RunDir, rejection, writer_lock
 from .structured import schema_text
 from .tasks import Task, load_tasks
 
 STAGES = ("bootstrap", "classify", "instances", "dataset")
-MODEL_STAGES = {"bootstrap", "classify", "instances"}
+MODEL_STAGES = {"bootstrap", "classify", "instances", "judge"}
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,22 @@ def incomplete_reasons(cfg: Config, stages: tuple[str, ...], files: RunDir) -> l
             )
     if "instances" in stages and (n := len(classified - generated)):
         gaps.append(Gap(f"{n} classified instructions have no instances"))
+    if "judge" in stages:
+        rated = {j["key"] for j in files.judgments.read()}
+        keys = [instance_key(r["id"], k) for r in files.instances.read() for k in range(len(r["instances"]))]
+        unrated = [k for k in keys if k not in rated]
+        attempts = unreadable_answers(files)
+        spent = [k for k in unrated if attempts[k] >= cfg.quality.judge_max_attempts]
+        if len(unrated) > len(spent):
+            gaps.append(Gap(f"{len(unrated) - len(spent)} instances have no rating"))
+        if spent:
+            gaps.append(
+                Gap(
+                    f"{len(spent)} instances got {cfg.quality.judge_max_attempts} unreadable ratings each, "
+                    "all quality.judge_max_attempts allows",
+                    ("quality.judge_max_attempts",),
+                )
+            )
     outstanding = files.outstanding_failures(cfg.target)
     if outstanding:
         gaps.append(
@@ -206,8 +224,8 @@ async def resolve_structured(cfg: Config, backend: Backend, previous: dict | Non
     return {**out, "model": backend.model}
 
 
-def make_step(name: str, ctx: StageContext, seeds: list[Task]) -> Step:
-    """The step that does a stage's work."""
+def make_step(name: str, ctx: StageContext, seeds: list[Task], judge: Engine | None = None) -> Step:
+    """The step that does a stage's work (``judge``: the judge's own engine, if it has one)."""
     if name == "bootstrap":
         if ctx.cfg.executor == "ray":
             from .cluster import pool_index
@@ -218,7 +236,28 @@ def make_step(name: str, ctx: StageContext, seeds: list[Task]) -> Step:
         return ClassifyStep(ctx, seeds)
     if name == "instances":
         return InstancesStep(ctx)
-    return DatasetStep(ctx.files)
+    if name == "judge":
+        return JudgeStep(ctx, judge)
+    return DatasetStep(ctx.files, ctx.cfg.quality.min_rating if ctx.cfg.quality.judge == "on" else None)
+
+
+def with_judge(cfg: Config, stages: tuple[str, ...]) -> tuple[str, ...]:
+    """The stages to run: with quality.judge on, generate (every stage) runs the judge after
+    instances, before the dataset; a stage run alone is that stage (``self-instruct judge``)."""
+    if cfg.quality.judge != "on" or stages != STAGES:
+        return stages
+    return ("bootstrap", "classify", "instances", "judge", "dataset")
+
+
+def judge_backend(cfg: Config) -> Backend | None:
+    """The judge's own backend when quality.judge_model or judge_base_url names another model."""
+    q = cfg.quality
+    if not (q.judge_model or q.judge_base_url):
+        return None
+    update: dict[str, Any] = {"backend": "auto", "model": q.judge_model or cfg.llm.model}
+    if q.judge_base_url:
+        update["base_url"] = q.judge_base_url
+    return create_backend(cfg.llm.model_copy(update=update), cfg.seed)
 
 
 def _given(backend: Backend) -> Backend:
@@ -239,6 +278,7 @@ def run(
     ``command``: the command line, for the session list."""
     seeds = load_tasks(cfg.seed_path)
     files = RunDir(cfg.run_dir)
+    stages = with_judge(cfg, stages)
     # The benchmarks to keep out of the data, read before anything is written (a bad file: exit 2).
     benchmarks = benchmark_index(cfg) if MODEL_STAGES & set(stages) else None
     return asyncio.run(_run(cfg, stages, seeds, files, backend, force, command, benchmarks))
@@ -335,6 +375,8 @@ async def _run_locked(
     )
     if cfg.quality.decontaminate:
         fp["quality.decontaminate.sha256"] = benchmark_sha256(cfg.quality.decontaminate)
+    if "judge" in stages:
+        fp["quality.judge.prompt.sha256"] = JUDGE_PROMPT_SHA256
     forced = guard(files.root, previous.get("provenance"), fp, force)
     provenance = {**(previous.get("provenance") or {}), **fp}
     engine = make_engine(cfg, backend, files.root) if backend else None
@@ -364,6 +406,7 @@ async def _run_locked(
         session["forced"] = forced
 
     remote = None  # executor = ray: the workers that send the requests
+    judge: Engine | None = None  # the judge's own model, when it has one
 
     def save(session: dict, entries: dict) -> dict:
         info = backend.describe() if backend else None
@@ -377,7 +420,7 @@ async def _run_locked(
             backend=info,
             seed_file=cfg.seed_path,
             n_seeds=len(seeds),
-            stats=engine.stats if engine else {},
+            stats={**(engine.stats if engine else {}), **(judge.stats if judge else {})},
             session=session,
             structured=structured,
             classify=entries.get("classify"),
@@ -399,10 +442,18 @@ async def _run_locked(
         form = structured.get("form") if structured and structured.get("on") else None
         remote = engine.remote = request_workers(cfg, make_backend, form)
     try:
-        reports = await executor.run(make_step(name, ctx, seeds) for name in stages)
+        if "judge" in stages and (other := judge_backend(cfg)) is not None:
+            try:
+                await other.check()
+            except FatalError as e:
+                raise UserError(f"quality.judge_model / judge_base_url: {e}") from None
+            judge = make_engine(cfg, other, files.root)
+        reports = await executor.run(make_step(name, ctx, seeds, judge) for name in stages)
     finally:
         if remote is not None:
             remote.close()
+        if judge is not None:
+            await judge.backend.close()
     notes += [note for report in reports for note in report.notes]
     if remote is not None:
         notes.append(remote.describe())

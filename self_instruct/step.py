@@ -24,9 +24,12 @@ The protocol, as the executor drives it:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .llm.base import Request, Response
+
+if TYPE_CHECKING:
+    from .llm.engine import Engine
 
 
 @dataclass
@@ -72,6 +75,7 @@ class Step:
     attempts_are_records: bool = False  # a rejection records a finished attempt (kept whether or
     # not its unit committed), not a part of an unfinished unit
     batchable: bool = False  # may go through the OpenAI Batch API (no request waits on another)
+    engine: Engine | None = None  # the step's own model (the judge's other model); None: the run's
 
     async def start(self, concurrency: int) -> None:
         """Read the run directory (recovered) and build the step's state."""

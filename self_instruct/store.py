@@ -325,6 +325,7 @@ RUN_FILE_NAMES = (
     "bootstrap_requests.jsonl",
     "classifications.jsonl",
     "instances.jsonl",
+    "judgments.jsonl",
     "rejected.jsonl",
     "failures.jsonl",
     "tasks.jsonl",
@@ -413,6 +414,10 @@ class RunDir:
     @property
     def instances(self) -> JsonlStore:
         return JsonlStore(self.root / "instances.jsonl")
+
+    @property
+    def judgments(self) -> JsonlStore:  # quality.judge: one rating per instance
+        return JsonlStore(self.root / "judgments.jsonl")
 
     @property
     def rejected(self) -> JsonlStore:
@@ -507,6 +512,8 @@ class RunDir:
             "classify": {r["id"] for r in self.classifications.read()}
             | {as_rejection(r)["key"] for r in self.rejected.read() if r.get("stage") == "classify"},
             "instances": {r["id"] for r in self.instances.read()},
+            "judge": {r["key"] for r in self.judgments.read()}
+            | {as_rejection(r)["key"] for r in self.rejected.read() if r.get("stage") == "judge"},
         }
         bootstrap_done = len(self.instructions.read()) >= target
         out, seen = [], set()

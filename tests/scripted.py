@@ -101,10 +101,18 @@ def instruction_text(rng: random.Random) -> str:
     return f"{verb} the {words}{suffix}."
 
 
+def judged(prompt: str) -> str:
+    """The rating the scripted judge gives an instance: chosen by a hash of the instance's output."""
+    output = prompt.rsplit("\nOutput: ", 1)[1].split("\n\nAnswer in two lines", 1)[0]
+    return "ABCD"[int(hashlib.sha256(output.encode()).hexdigest()[:8], 16) % 4]
+
+
 def json_answer(prompt: str, schema: dict) -> str:
     """A structured answer: the JSON object the schema asks for, with the same content as the text."""
     rng = _rng(prompt)
     props = schema["properties"]
+    if "rating" in props:
+        return json.dumps({"rating": judged(prompt), "reason": "as the scripted judge sees it"})
     instruction = prompt.rstrip().rsplit("Task:", 1)[-1]
     if "answer" in props:
         return json.dumps({"answer": "Yes" if "Classify" in instruction or "Task:" not in prompt else "No"})
@@ -170,6 +178,8 @@ def answer(prompt: str, *, chat: bool = False) -> str:
         prompt = prompt.removesuffix(CHAT_OUTPUT_FIRST_REQUEST).rstrip() + "\nClass label:"
     rng = _rng(prompt)
     tail = prompt.rstrip().removesuffix(CHAT_CLASSIFY_QUESTION).rstrip()
+    if tail.endswith("Reason: <one short sentence>"):  # quality.judge
+        return f"Rating: {judged(prompt)}\nReason: as the scripted judge sees it."
     if tail.endswith("### Review"):  # analyze --judge (chat)
         return "Valid: yes\nInput fits: yes\nOutput correct: no"
     if tail.endswith("### Review\nValid:"):  # analyze --judge (completions: the first label is given)

@@ -140,6 +140,7 @@ def test_generate_with_the_ray_executor_writes_the_local_executors_files(ray, tm
             "executor": executor,
             "ray.shards": "2",
             "ray.workers": "2",
+            "quality.judge": "on",  # a fifth step, its requests through the workers too
         }
         summary = run(load_config(None, over), backend=ScriptedBackend(jitter=0.002))
         assert not summary.incomplete

@@ -19,7 +19,12 @@ from self_instruct.pipeline import run
 from self_instruct.store import RunDir
 
 SEEDS = str(Path(__file__).parent.parent / "seeds" / "seed_tasks.jsonl")
-BEFORE = {"bootstrap": (), "classify": ("bootstrap",), "instances": ("bootstrap", "classify")}
+BEFORE = {
+    "bootstrap": (),
+    "classify": ("bootstrap",),
+    "instances": ("bootstrap", "classify"),
+    "judge": ("bootstrap", "classify", "instances"),
+}
 
 
 def _cfg(out: Path, concurrency: int):
@@ -34,6 +39,7 @@ def _cfg(out: Path, concurrency: int):
         "llm.concurrency": str(concurrency),
         "classify.method": "greedy",
         "bootstrap.window": "6",
+        "quality.judge": "on",  # the judge step runs only when asked for alone here
     }
     return load_config(None, over)
 
@@ -65,7 +71,12 @@ def test_a_step_writes_the_same_files_at_any_concurrency_and_arrival_order(tmp_p
     in_order = _files(_run_step(prepared[step], tmp_path / "c1", step, 1, 0.0))
     shuffled = _files(_run_step(prepared[step], tmp_path / "c8", step, 8, 0.003))
     assert in_order == shuffled
-    output = {"bootstrap": "machine_instructions", "classify": "classifications", "instances": "instances"}
+    output = {
+        "bootstrap": "machine_instructions",
+        "classify": "classifications",
+        "instances": "instances",
+        "judge": "judgments",
+    }
     assert in_order[output[step] + ".jsonl"].count(b"\n") >= 20
 
 

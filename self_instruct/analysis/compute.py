@@ -95,12 +95,23 @@ def analyze_one(
             "requests": st.run_requests(loaded.run.manifest),
             "seed_file": loaded.run.seed_file,
             "classification": _classification(loaded.run.calibration, loaded.run.margins),
+            "judge_ratings": _ratings(loaded.run.ratings, loaded.run.min_rating),
         }
         if not loaded.run.manifest:
             notes.append("The run directory has no manifest.json: no tokens, cost or time.")
     out["judge"] = None
     out["notes"] = notes
     return out, st.lengths(tasks)
+
+
+def _ratings(ratings: list[str], min_rating: str | None) -> dict | None:
+    """quality.judge's ratings of a run's instances: how many got each, and which were kept."""
+    if not ratings:
+        return None
+    order = "ABCD"
+    counts = {r: ratings.count(r) for r in order}
+    kept = {r: min_rating is not None and order.index(r) <= order.index(min_rating) for r in order}
+    return {"counts": counts, "rated": len(ratings), "min_rating": min_rating, "kept": kept}
 
 
 def _classification(fit: dict | None, margins: list[float]) -> dict | None:

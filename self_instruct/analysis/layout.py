@@ -123,6 +123,20 @@ def _run_section(rep: Report, run: dict, figures: dict[str, bytes] | None = None
         by = ", ".join(f"{k} {v}" for k, v in run["failures"]["by_stage"].items())
         rep.p(f"Failed requests: {run['failures']['total']} ({by}).")
 
+    j = run.get("judge_ratings")
+    if j:
+        rep.h("Judge ratings (quality.judge)", 3)
+        rep.p(
+            "Every instance rated by the judge on the Self-Instruct paper's scale: A valid and satisfying, "
+            "B acceptable with minor imperfections, C responds with significant errors, D irrelevant or "
+            f"invalid. The dataset keeps {j['min_rating'] or '?'} or better."
+        )
+        rows = [
+            [r, fmt_int(n), fmt_pct(n / j["rated"]), "kept" if j["kept"][r] else "rejected (low_quality)"]
+            for r, n in j["counts"].items()
+        ]
+        rep.table(["rating", "instances", "share", "in the dataset"], rows, align="lrrl")
+
     c = run.get("classification")
     if c:
         rep.h("Classification (calibrated)", 3)

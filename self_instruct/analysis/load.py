@@ -35,6 +35,8 @@ class RunInfo:
     seed_file: str | None = None  # the seed file the run was made from, when it still exists
     calibration: dict | None = None  # calibration.json: the classification threshold and seed margins
     margins: list[float] = field(default_factory=list)  # the run's classified instructions (calibrated)
+    ratings: list[str] = field(default_factory=list)  # quality.judge's rating of each judged instance
+    min_rating: str | None = None  # the lowest rating the run kept (judged runs)
 
 
 @dataclass
@@ -198,8 +200,9 @@ def _load_run(files: RunDir) -> Loaded:
         except json.JSONDecodeError as e:
             raise UserError(f"{files.calibration}:{e.lineno}: invalid JSON ({e.msg})") from None
     read = LenientReader()
-    rejected, failures, classifications = (
-        read(p) for p in (files.rejected.path, files.failures.path, files.classifications.path)
+    rejected, failures, classifications, judgments = (
+        read(p)
+        for p in (files.rejected.path, files.failures.path, files.classifications.path, files.judgments.path)
     )
     unread += read.unread
     run = RunInfo(
@@ -209,6 +212,8 @@ def _load_run(files: RunDir) -> Loaded:
         seed_file=_find_seed_file(path, manifest),
         calibration=calibration,
         margins=[r["margin"] for r in classifications if "margin" in r],
+        ratings=[str(r.get("rating")) for r in judgments],
+        min_rating=(manifest.get("config", {}).get("quality") or {}).get("min_rating") if judgments else None,
     )
     return Loaded(str(path), "run", tasks, run, unread=unread)
 

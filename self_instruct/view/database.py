@@ -197,6 +197,7 @@ def instance_rows(run: Run, read: LenientReader) -> Iterator[dict]:
                 "method": methods.get(t["id"]),
                 "source_run": source_run or run.label,
                 "source_id": source_id,
+                "rating": inst.get("rating"),
             }
 
 

@@ -82,7 +82,7 @@ TABLES: dict[str, tuple[str, list[str] | None, list[str], list[tuple]]] = {
         "One row per dataset row (dataset.jsonl): each task's kept instances. Full-text search covers "
         "instruction, input and output.",
         None,
-        ["run", "is_classification", "method"],
+        ["run", "is_classification", "method", "rating"],
         [
             RUN,
             ("task_id", TEXT, "the task's id (tasks, instructions)"),
@@ -94,6 +94,7 @@ TABLES: dict[str, tuple[str, list[str] | None, list[str], list[tuple]]] = {
             ("method", TEXT, "input_first or output_first"),
             ("source_run", TEXT, "the run whose answer holds this instance (a merged row: its source run)"),
             ("source_id", TEXT, "the task's id in that run"),
+            ("rating", TEXT, "quality.judge's rating, A (best) to D (empty: the run was not judged)"),
         ],
     ),
     "rejected": (

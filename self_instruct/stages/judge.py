@@ -1,0 +1,203 @@
+"""The judge (``quality.judge = on``): a model rates every generated instance, and the dataset keeps
+only those at ``quality.min_rating`` or better.
+
+The scale is the one the Self-Instruct paper used for its expert review of generated instances:
+
+- A: valid and satisfying;
+- B: acceptable, with minor imperfections;
+- C: it responds, but with significant errors;
+- D: irrelevant or invalid.
+
+Each instance is one request (greedy; JSON of a schema where the run uses structured outputs). An
+answer without a readable rating is written to rejected.jsonl (reason ``unreadable_rating`` or
+``truncated``) and asked again, up to ``quality.judge_max_attempts`` answers, the later ones
+sampled with a seed of their own, as classification does; an instance never rated is never kept.
+Ratings go to ``judgments.jsonl``; the dataset stage applies the threshold (reason ``low_quality``,
+with the rating and the judge's reason) and carries each kept instance's rating into
+``dataset.jsonl``. ``quality.judge_model`` and ``quality.judge_base_url`` may name another model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections import Counter, deque
+
+from ..llm.base import Request, Response
+from ..llm.engine import Engine
+from ..step import Applied, Report, Step, Work
+from ..store import RunDir, as_rejection, rejection
+from .common import StageContext
+
+STAGE = "judge"
+RATINGS = ("A", "B", "C", "D")
+RETRY_TEMPERATURE = 0.7
+
+PROMPT = """\
+You are checking one example from a dataset that will teach a model to follow instructions. Rate how
+well the output carries out the instruction (given the input, when there is one) on this scale:
+
+A: valid, and it satisfies the instruction fully.
+B: acceptable, with minor imperfections.
+C: it responds to the instruction, but with significant errors.
+D: irrelevant to the instruction, or the instruction or input is not valid.
+
+Instruction: {instruction}
+Input: {input}
+Output: {output}
+
+Answer in two lines:
+Rating: <A, B, C or D>
+Reason: <one short sentence>
+"""
+SCHEMA = {
+    "type": "object",
+    "properties": {"rating": {"type": "string", "enum": list(RATINGS)}, "reason": {"type": "string"}},
+    "required": ["rating", "reason"],
+    "additionalProperties": False,
+}
+PROMPT_SHA256 = hashlib.sha256((PROMPT + json.dumps(SCHEMA, sort_keys=True)).encode()).hexdigest()[:16]
+
+_LETTER = re.compile(r"^\W*(?:rating\W*)?([ABCD])(?![A-Za-z])", re.IGNORECASE)
+_REASON = re.compile(r"^\W*reason\W*(.*)$", re.IGNORECASE)
+
+
+def instance_key(task_id: str, k: int) -> str:
+    """An instance's key: its task and its place among the task's instances."""
+    return f"{task_id}#{k}"
+
+
+def render(instruction: str, inp: str, output: str, *, structured: bool) -> str:
+    fields = {"instruction": instruction.strip(), "input": inp.strip() or "(none)", "output": output.strip()}
+    prompt = PROMPT.format(**fields)
+    if structured:
+        prompt += 'Answer with a JSON object: {"rating": "A", "reason": "..."}\n'
+    return prompt
+
+
+def parse_rating(text: str) -> tuple[str | None, str]:
+    """(the rating, the reason) of an answer, from JSON or from "Rating: X" / "X" lines; no rating
+    when none can be read (never guessed)."""
+    stripped = text.strip()
+    start, end = stripped.find("{"), stripped.rfind("}")
+    if start != -1 and end > start:
+        try:
+            obj = json.loads(stripped[start : end + 1])
+        except json.JSONDecodeError:
+            obj = None
+        if isinstance(obj, dict):
+            rating = str(obj.get("rating", "")).strip().upper()
+            reason = " ".join(str(obj.get("reason", "")).split())
+            return (rating if rating in RATINGS else None), reason
+    lines = [line.strip() for line in stripped.splitlines() if line.strip()]
+    if not lines:
+        return None, ""
+    m = _LETTER.match(lines[0])
+    if m is None:
+        return None, ""
+    rest = lines[0][m.end() :].strip(" .:-)")
+    reason = next((r.group(1).strip() for line in lines[1:] if (r := _REASON.match(line))), rest)
+    return m.group(1).upper(), " ".join(reason.split())
+
+
+def passes(rating: str, min_rating: str) -> bool:
+    return RATINGS.index(rating) <= RATINGS.index(min_rating)
+
+
+def unreadable_answers(files: RunDir) -> Counter:
+    """Each instance's unusable answers so far (its attempts), from rejected.jsonl."""
+    return Counter(r["key"] for r in map(as_rejection, files.rejected.read()) if r["stage"] == STAGE)
+
+
+class JudgeStep(Step):
+    """Rate every generated instance that has no rating yet, in rounds of one attempt number each, in
+    task order (the same questions in the same order however the work is split into sessions)."""
+
+    name = STAGE
+    unit = "inst"
+    output = "judgments"
+    key = "key"
+    attempts_are_records = True  # an unreadable answer is a finished attempt: it counts on resume
+    batchable = True
+
+    def __init__(self, ctx: StageContext, engine: Engine | None = None) -> None:
+        """``engine``: the judge's own model (quality.judge_model / judge_base_url); default: the run's."""
+        self.ctx = ctx
+        self.engine = engine
+        self.todo: deque[dict] = deque()
+        self.round_no = 0
+
+    async def start(self, concurrency: int) -> None:
+        f = self.ctx.files
+        self.items = [
+            {"key": instance_key(r["id"], k), "id": r["id"], "instruction": r["instruction"], **inst}
+            for r in f.instances.read()
+            for k, inst in enumerate(r["instances"])
+        ]
+        self.ratings = Counter(j["rating"] for j in f.judgments.read())
+        self.done = {j["key"] for j in f.judgments.read()}
+        self.attempts = unreadable_answers(f)
+        self.failed: set[str] = set()
+
+    def _new_round(self) -> None:
+        q = self.ctx.cfg.quality
+        pending = [r for r in self.items if r["key"] not in self.done and r["key"] not in self.failed]
+        round_no = min((self.attempts[r["key"]] for r in pending), default=None)
+        if round_no is None or round_no >= q.judge_max_attempts:
+            return
+        self.round_no = round_no
+        self.todo.extend(r for r in pending if self.attempts[r["key"]] == round_no)
+        self.failed.update(r["key"] for r in self.todo)
+
+    def next(self, in_flight: int, limit: int) -> list[Work]:
+        if not self.todo and not in_flight:
+            self._new_round()
+        out: list[Work] = []
+        while self.todo and in_flight + len(out) < limit:
+            item = self.todo.popleft()
+            out.append(Work(item["key"], self._request(item), item))
+        return out
+
+    def _request(self, item: dict) -> Request:
+        q, ctx = self.ctx.cfg.quality, self.ctx
+        structured = ctx.structured and self.engine is None  # resolved for the run's model only
+        return Request(
+            prompt=render(item["instruction"], item["input"], item["output"], structured=structured),
+            max_tokens=q.judge_max_tokens,
+            temperature=0.0 if self.round_no == 0 else RETRY_TEMPERATURE,
+            seed=ctx.cfg.seed if self.round_no == 0 else ctx.cfg.seed * 1_000_003 + self.round_no,
+            schema=json.dumps(SCHEMA) if structured else None,
+        )
+
+    def apply(self, work: Work, response: Response) -> Applied:
+        item = work.data
+        if not response.ok:  # left for the next session
+            return Applied()
+        self.failed.discard(item["key"])
+        rating, reason = parse_rating(response.text)
+        if rating is None:
+            self.attempts[item["key"]] += 1
+            why = "truncated" if response.finish_reason == "length" else "unreadable_rating"
+            details = {"instruction": item["instruction"], "attempt": self.round_no}
+            return Applied(rejected=[rejection(STAGE, item["key"], why, response.text, **details)])
+        self.done.add(item["key"])
+        self.ratings[rating] += 1
+        record = {"key": item["key"], "id": item["id"], "rating": rating, "reason": reason}
+        return Applied(records=[record])
+
+    def progress(self) -> tuple[int, int, dict]:
+        return len(self.done), len(self.items), {r: self.ratings[r] for r in RATINGS if self.ratings[r]}
+
+    def finish(self) -> Report:
+        q = self.ctx.cfg.quality
+        total = sum(self.ratings.values())
+        spread = ", ".join(f"{r} {self.ratings[r]}" for r in RATINGS)
+        kept = sum(self.ratings[r] for r in RATINGS if passes(r, q.min_rating))
+        notes = [
+            f"quality.judge: {total} instances rated ({spread}); {kept} at {q.min_rating} or better are kept"
+        ]
+        unrated = len(self.items) - len(self.done)
+        if unrated:
+            notes.append(f"{unrated} instances have no rating yet (see rejected.jsonl and failures.jsonl)")
+        return Report(notes)
