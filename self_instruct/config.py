@@ -103,6 +103,15 @@ class LLMConfig(Section):
     cache_dir: str = Field(
         "", description="directory of the response cache; empty: the run directory (set one to share it)"
     )
+    max_cost: float = Field(
+        0.0,
+        ge=0,
+        description="USD the run may spend over all its sessions, counted from usage.jsonl (0: no limit; "
+        "needs the model's price); the run stops before a request could pass it, with exit status 3",
+    )
+    max_tokens_total: int = Field(
+        0, ge=0, description="prompt + completion tokens the run may spend in all its sessions (0: no limit)"
+    )
     rpm: float = Field(0.0, ge=0, description="requests-per-minute limit (0: none)")
     tpm: float = Field(
         0.0,

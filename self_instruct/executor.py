@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from .errors import RunIncomplete, UserError, os_error
 from .llm.base import EndpointDown, FatalError, Request, Response
+from .llm.budget import BudgetReached
 from .llm.engine import Engine
 from .step import Applied, Report, Step, Work
 from .store import RunDir, drop_uncommitted, write_jsonl_atomic
@@ -168,6 +169,7 @@ class _Writer:
 # along the exception's class hierarchy, most specific first, so the meaning never depends on an
 # order of except clauses (EndpointDown is a FatalError).
 ENDINGS: dict[type[BaseException], Callable[[Any, RunDir], BaseException | None]] = {
+    BudgetReached: lambda e, files: RunIncomplete(f"{e}; raise it and run the same command again to resume"),
     EndpointDown: lambda e, files: RunIncomplete(
         f"{e}{'; see failures.jsonl' if files.failures.path.exists() else ''}; "
         "run the same command again to resume"
@@ -331,12 +333,16 @@ class Executor:
         limit = in_flight_limit(concurrency)
         waiting: deque[Work] = deque()
         finished = False
+        over_budget: str | None = None  # then nothing more is sent, and what is in flight is applied
         try:
             while True:
-                works = step.next(pipe.in_flight, limit)
+                works = [] if over_budget else step.next(pipe.in_flight, limit)
                 if works is None:
                     break
                 for work in works:
+                    over_budget = engine.refuse(work.request)
+                    if over_budget:
+                        break
                     pipe.send(work.request)
                     waiting.append(work)
                 if not pipe.in_flight:
@@ -346,6 +352,8 @@ class Executor:
             finished = True
         finally:
             wasted = await pipe.close(cancel=not finished)
+        if over_budget:
+            raise BudgetReached(over_budget)
         return wasted
 
     async def _batches(self, step: Step, bar: tqdm, writer: _Writer) -> None:
@@ -353,6 +361,11 @@ class Executor:
         assert self.engine is not None
         state = self.files.root / f"batch_{step.name}.json"
         while works := step.next(0, BATCH_MAX):
+            over_budget = None
+            for n, work in enumerate(works):  # a job only of what the budget allows
+                if over_budget := self.engine.refuse(work.request):
+                    works = works[:n]
+                    break
             applied_before = bar.n
 
             def polled(done_now: int, total: int, status: str, base: int = applied_before) -> None:
@@ -373,3 +386,5 @@ class Executor:
             # This job's results are written: a restart must not poll it again.
             writer.flush()
             state.unlink(missing_ok=True)
+            if over_budget:
+                raise BudgetReached(over_budget)

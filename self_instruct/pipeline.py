@@ -16,10 +16,11 @@ from .config import Config, LLMConfig, flatten
 from .errors import UserError, os_error, require_extra
 from .executor import Executor
 from .llm.base import Api, Backend, FatalError, Request
+from .llm.budget import Budget, spent
 from .llm.cache import ResponseCache
 from .llm.engine import Breaker, Engine, RetryPolicy
 from .llm.prices import price_for
-from .manifest import failure_causes, file_sha256, recorded_config, write_manifest
+from .manifest import failure_causes, file_sha256, recorded_config, usage_counts, write_manifest
 from .prompts import template_hashes
 from .provenance import changes, fingerprint, guard
 from .quality.decontaminate import BenchmarkIndex, benchmark_sha256, benchmark_texts
@@ -176,10 +177,36 @@ def make_engine(cfg: Config, backend: Backend, default_cache_dir: Path) -> Engin
         rpm=cfg.llm.rpm,
         tpm=cfg.llm.tpm,
         breaker=Breaker(cfg.llm.breaker_window, cfg.llm.breaker_failure_rate),
-        price=None
-        if backend.name == "local"
-        else price_for(backend.model, cfg.llm.price_prompt, cfg.llm.price_completion, cfg.llm.prices),
+        price=model_price(cfg, backend),
     )
+
+
+def model_price(cfg: Config, backend: Backend):
+    """The backend's model's price (USD per million tokens), or None: the embedded model costs
+    nothing, and a model the table does not know has no price unless the settings give one."""
+    if backend.name == "local":
+        return None
+    return price_for(backend.model, cfg.llm.price_prompt, cfg.llm.price_completion, cfg.llm.prices)
+
+
+PRICE_NEEDED = (
+    "setting 'llm.max_cost' needs the price of {model}, which the built-in table does not know: set "
+    "llm.price_prompt and llm.price_completion (USD per million tokens), or use llm.max_tokens_total"
+)
+
+
+def make_budget(cfg: Config, engine: Engine, files: RunDir) -> Budget | None:
+    """llm.max_cost / llm.max_tokens_total, with what the run spent in earlier sessions (from its
+    usage.jsonl: answered requests, and the prompts of requests a kill left unanswered)."""
+    llm = cfg.llm
+    if not (llm.max_cost or llm.max_tokens_total):
+        return None
+    if llm.max_cost and engine.price is None:
+        raise UserError(PRICE_NEEDED.format(model=engine.backend.model))
+    tokens, cost, unanswered = spent(usage_counts(files.usage.read()))
+    if engine.price is not None:
+        cost += unanswered * engine.price.prompt / 1e6
+    return Budget(llm.max_cost, llm.max_tokens_total, spent_cost=cost, spent_tokens=tokens + unanswered)
 
 
 def judge_engine(cfg: Config, out_dir: Path) -> Engine:
@@ -345,6 +372,8 @@ async def _run(
                 await backend.check()
             except FatalError as e:
                 raise UserError(str(e)) from None
+            if cfg.llm.max_cost and model_price(cfg, backend) is None:  # before the run directory
+                raise UserError(PRICE_NEEDED.format(model=backend.model))
         # One writer at a time: everything this session builds on is read under the lock.
         with writer_lock(files.root, command):
             return await _run_locked(
@@ -380,6 +409,8 @@ async def _run_locked(
     forced = guard(files.root, previous.get("provenance"), fp, force)
     provenance = {**(previous.get("provenance") or {}), **fp}
     engine = make_engine(cfg, backend, files.root) if backend else None
+    if engine is not None:
+        engine.budget = make_budget(cfg, engine, files)
     structured: dict | None = previous.get("structured")
     notes: list[str] = []
     if backend is not None:
@@ -448,6 +479,9 @@ async def _run_locked(
             except FatalError as e:
                 raise UserError(f"quality.judge_model / judge_base_url: {e}") from None
             judge = make_engine(cfg, other, files.root)
+            if cfg.llm.max_cost and judge.price is None:
+                raise UserError(PRICE_NEEDED.format(model=other.model))
+            judge.budget = engine.budget if engine else None
         reports = await executor.run(make_step(name, ctx, seeds, judge) for name in stages)
     finally:
         if remote is not None:

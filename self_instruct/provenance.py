@@ -27,6 +27,8 @@ FREE = {
     "ray.shards",
     "ray.max_shards",
     "ray.workers",
+    "llm.max_cost",  # a budget says when to stop, not what the run makes: a larger one resumes
+    "llm.max_tokens_total",
     "quality.decontaminate",  # the files' content counts (quality.decontaminate.sha256), not their place
     "bootstrap.max_requests",
     "classify.max_attempts",

@@ -27,6 +27,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 
 from ..errors import failure_cause, is_throttled
 from .base import Backend, EndpointDown, FatalError, Request, Response, TransientError
+from .budget import Budget
 from .cache import ResponseCache, cache_key
 from .prices import Price
 
@@ -161,6 +162,31 @@ class Engine:
         # Sends a request elsewhere (cluster.requests: from Ray workers that do the rate limits and
         # retries); None: _send, in this process. The cache, accounting and usage stay here.
         self.remote: Callable[[Request, Stats], Awaitable[Response]] | None = None
+        self.budget: Budget | None = None  # llm.max_cost / llm.max_tokens_total (shared with the judge's)
+
+    def refuse(self, request: Request) -> str | None:
+        """Why ``request`` may not be sent (the budget, as one line), or None: a cache hit costs
+        nothing; otherwise its worst case is reserved until it is answered."""
+        if self.budget is None:
+            return None
+        if self.cache is not None:
+            key = cache_key(self.backend.name, self.backend.model, self.backend.api, request)
+            if self.cache.get(key) is not None:
+                return None
+        prompt = _prompt_tokens_estimate(request)
+        worst = 0.0
+        if self.price:
+            worst = (prompt * self.price.prompt + request.max_tokens * self.price.completion) / 1e6
+        return self.budget.refuse(id(request), prompt + request.max_tokens, worst)
+
+    def _settle(self, request: Request, response: Response | None, price_factor: float = 1.0) -> None:
+        """Replace a request's reservation in the budget by what it spent."""
+        if self.budget is not None:
+            if response is None:
+                self.budget.settle(id(request))
+            else:
+                tokens = response.prompt_tokens + response.completion_tokens
+                self.budget.settle(id(request), tokens, self._cost(response, price_factor))
 
     async def drain(self, *, cancel: bool = False) -> None:
         """Wait for (or cancel) the requests closed pipes left behind: once sent they are paid for, so
@@ -312,8 +338,10 @@ class Engine:
                 response = await (self.remote or self._send)(request, stats)
             except BaseException as e:  # cancelled (Ctrl-C, a FatalError elsewhere) or fatal
                 self._ended(stage, number, e)
+                self._settle(request, None)
                 raise
         self._account(stats, key, response, stage=stage, seconds=time.perf_counter() - t0, number=number)
+        self._settle(request, response)
         return response
 
     def _intent(self, stage: str, request: Request) -> int:
@@ -403,6 +431,7 @@ class Engine:
                     stats["failures"] += 1
                 # the Batch API: half price
                 self._account(stats, cache_keys[i], response, stage=stage, seconds=0.0, price_factor=0.5)
+                self._settle(requests[i], response, price_factor=0.5)
         stats["seconds_waiting"] += time.perf_counter() - start
         return results  # type: ignore[return-value]
 
