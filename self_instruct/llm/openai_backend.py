@@ -16,14 +16,12 @@ import openai
 from ..errors import is_throttled
 from ..redact import redact_url
 from .base import Api, BackendBase, FatalError, Request, Response, TransientError
+from .ratelimit import retry_after
 
 
 def _retry_after(err: openai.APIStatusError) -> float | None:
-    value = err.response.headers.get("retry-after") if err.response is not None else None
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
+    """The wait the server asks for: retry-after-ms, or retry-after in seconds or as an HTTP date."""
+    return retry_after(err.response.headers) if err.response is not None else None
 
 
 def openai_error(e: Exception) -> TransientError | FatalError:
