@@ -332,17 +332,24 @@ class Executor:
         pipe = engine.pipe(step.name)
         limit = in_flight_limit(concurrency)
         waiting: deque[Work] = deque()
+        held: deque[Work] = deque()  # handed out by the step, waiting for room in the budget
         finished = False
         over_budget: str | None = None  # then nothing more is sent, and what is in flight is applied
         try:
             while True:
-                works = [] if over_budget else step.next(pipe.in_flight, limit)
-                if works is None:
-                    break
-                for work in works:
-                    over_budget = engine.refuse(work.request)
-                    if over_budget:
+                if not over_budget:
+                    works = step.next(pipe.in_flight + len(held), limit)
+                    if works is None:
                         break
+                    held.extend(works)
+                while held and not over_budget:
+                    refused = engine.refuse(held[0].request)
+                    if refused is not None:
+                        # What is in flight holds back its worst case until it is answered: wait
+                        # for it. With nothing in flight, the next request cannot fit: stop.
+                        over_budget = None if pipe.in_flight else refused
+                        break
+                    work = held.popleft()
                     pipe.send(work.request)
                     waiting.append(work)
                 if not pipe.in_flight:
@@ -361,10 +368,11 @@ class Executor:
         assert self.engine is not None
         state = self.files.root / f"batch_{step.name}.json"
         while works := step.next(0, BATCH_MAX):
-            over_budget = None
             for n, work in enumerate(works):  # a job only of what the budget allows
-                if over_budget := self.engine.refuse(work.request):
-                    works = works[:n]
+                if refused := self.engine.refuse(work.request):
+                    if n == 0:  # nothing is in flight between jobs: not even one request fits
+                        raise BudgetReached(refused)
+                    works = works[:n]  # the rest goes in the next job, once this one is paid for
                     break
             applied_before = bar.n
 
@@ -386,5 +394,3 @@ class Executor:
             # This job's results are written: a restart must not poll it again.
             writer.flush()
             state.unlink(missing_ok=True)
-            if over_budget:
-                raise BudgetReached(over_budget)
