@@ -28,6 +28,7 @@ from typing import Any
 from tqdm import tqdm
 
 from .errors import RunIncomplete, UserError, os_error
+from .forecast import Forecast
 from .llm.base import EndpointDown, FatalError, Request, Response
 from .llm.budget import BudgetReached
 from .llm.engine import Engine
@@ -289,6 +290,7 @@ class Executor:
         done, total, _ = step.progress()
         show = self.show_progress and step.output is not None  # a derived step has nothing to count
         bar = progress_bar(show, total=total, initial=done, desc=step.name, unit=step.unit)
+        self.forecast = Forecast(step.name, done, lambda: engine.stats.get(step.name) if engine else None)
         wasted = 0
         try:
             writer = _Writer(step, self.files)
@@ -308,6 +310,9 @@ class Executor:
         finally:
             bar.close()
             step.close()
+        if self.forecast.first is not None:  # how good the forecast was, on every run
+            record = {"forecast": self.forecast.first, "actual": self.forecast.actual()}
+            self.session.setdefault("forecasts", {})[step.name] = record
         if step.output is not None and engine is not None:
             # Requests answered but never applied, over every step of the session (bootstrap's, past
             # its target: a step that ends with nothing in flight wastes none).
@@ -322,6 +327,11 @@ class Executor:
         done, total, extra = step.progress()
         bar.total = total
         bar.update(max(0, min(done, total) - bar.n))
+        line = self.forecast.applied(done, total)
+        if line and not bar.disable:
+            tqdm.write(line, file=sys.stderr)
+        if (left := self.forecast.time_left()) is not None:
+            extra = {**extra, "left": left}
         bar.set_postfix(live_stats(step.engine or self.engine, step.name, **extra), refresh=False)
 
     async def _realtime(
