@@ -86,7 +86,7 @@ class Forecast:
             f"{span(f['requests'])} requests, {span(f['tokens'])} tokens"
         )
         if any(f["cost_usd"]):
-            text += ", $" + span(f["cost_usd"], lambda v: f"{v:.2f}")
+            text += ", $" + span(f["cost_usd"], lambda v: f"{v:.2f}" if v >= 1 else f"{v:.4f}")
         return text + ", " + span(f["seconds"], _human_seconds)
 
     def time_left(self) -> str | None:
