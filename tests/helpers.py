@@ -73,3 +73,44 @@ def check_run_dir(run_dir: Path) -> dict:
     assert c["failures_history"] == len(rows("failures.jsonl"))
     assert c["failures"] <= c["failures_history"]
     return m
+
+
+def sigkill_at_random_requests(
+    args: list[str],
+    cwd: Path,
+    usage: Path,
+    rng,
+    *,
+    kills: int,
+    most: int,
+    tries: int,
+    env: dict | None = None,
+) -> int:
+    """Start ``self-instruct ARGS`` again and again, SIGKILLing each after a random number (1 to
+    ``most``) of new requests put on record in ``usage`` (so kills land in every stage, with requests
+    in flight), until ``kills`` kills have landed or ``tries`` starts were made; a start that finishes
+    first counts for nothing. Returns the kills that landed."""
+    import time
+
+    def sent() -> int:  # requests put on record as sent (not cache hits), by every session
+        return usage.read_bytes().count(b'"event": "sent"') if usage.exists() else 0
+
+    landed = 0
+    for _ in range(tries):
+        if landed >= kills:
+            break
+        stop_at = sent() + rng.randint(1, most)
+        proc = subprocess.Popen(
+            [*cli_command(), *args],
+            cwd=cwd,
+            env=cli_env(env),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        while proc.poll() is None and sent() < stop_at:
+            time.sleep(0.002)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            landed += 1
+        proc.wait()
+    return landed

@@ -13,12 +13,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import check_run_dir, cli, cli_command, cli_env
+from helpers import check_run_dir, cli, cli_env, sigkill_at_random_requests
 from openai_server import FakeOpenAIServer
 from scripted import respond
 from test_engine import generate_args, same_files
@@ -74,29 +73,9 @@ def test_a_ray_run_killed_at_random_moments_resumes_to_the_local_runs_files(clus
         args = generate_args(server, "killed", "--target", "40", "--concurrency", "8")
         args += ["--executor", "ray", "--ray-address", cluster, "--ray-shards", "2", "--ray-workers", "2"]
         usage = tmp_path / "outputs" / "killed" / "usage.jsonl"
-
-        def sent() -> int:  # requests put on record as sent, by every session
-            return usage.read_bytes().count(b'"event": "sent"') if usage.exists() else 0
-
-        kills = attempts = 0
         # Kill each driver after a random number of new requests (so bootstrap, classify and instances
         # see kills, with requests in flight at the workers) until 4 kills have landed.
-        while kills < 4 and attempts < 20:
-            attempts += 1
-            stop_at = sent() + rng.randint(1, 25)
-            proc = subprocess.Popen(
-                [*cli_command(), *args],
-                cwd=tmp_path,
-                env=cli_env(key),
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            while proc.poll() is None and sent() < stop_at:
-                time.sleep(0.002)
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
-                kills += 1
-            proc.wait()
+        kills = sigkill_at_random_requests(args, tmp_path, usage, rng, kills=4, most=25, tries=20, env=key)
         assert kills >= 4
         final = cli(*args, cwd=tmp_path, env=key)
         assert final.returncode == 0, final.stderr

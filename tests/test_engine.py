@@ -7,7 +7,15 @@ import subprocess
 import time
 
 import pytest
-from helpers import SEEDS, check_run_dir, cli, cli_command, cli_env, sigint_default
+from helpers import (
+    SEEDS,
+    check_run_dir,
+    cli,
+    cli_command,
+    cli_env,
+    sigint_default,
+    sigkill_at_random_requests,
+)
 from openai_server import FakeOpenAIServer, Fault
 from scripted import respond
 
@@ -137,31 +145,11 @@ def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_result(tm
         assert cli(*args, cwd=tmp_path).returncode == 0
         args = generate_args(server, "killed", "--target", "60", "--concurrency", "8")
         usage = tmp_path / "outputs" / "killed" / "usage.jsonl"
-
-        def sent() -> int:  # requests put on record as sent (not cache hits), by every session
-            return usage.read_bytes().count(b'"event": "sent"') if usage.exists() else 0
-
-        kills = attempts = 0
         # Kill each session after it has sent a random number of new requests (1 to 20, so bootstrap,
-        # classify and instances all see kills, with requests in flight) until 5 kills have landed;
-        # an attempt that finishes first counts for nothing. Start-up kills are the lock's and the
-        # manifest's business (a process killed there has written nothing yet).
-        while kills < 5 and attempts < 30:
-            attempts += 1
-            stop_at = sent() + rng.randint(1, 20)
-            proc = subprocess.Popen(
-                [*cli_command(), *args],
-                cwd=tmp_path,
-                env=cli_env(),
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            while proc.poll() is None and sent() < stop_at:
-                time.sleep(0.002)
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
-                kills += 1
-            proc.wait()
+        # classify and instances all see kills, with requests in flight) until 5 kills have landed.
+        # Start-up kills are the lock's and the manifest's business (a process killed there has
+        # written nothing yet).
+        kills = sigkill_at_random_requests(args, tmp_path, usage, rng, kills=5, most=20, tries=30)
         assert kills >= 5
         final = cli(*args, cwd=tmp_path)
         assert final.returncode == 0, final.stderr

@@ -22,7 +22,7 @@ the stage again retries it.
 from __future__ import annotations
 
 import json
-from collections import Counter, deque
+from collections import Counter
 from dataclasses import dataclass
 
 from ..calibration import MIN_PER_LABEL, YES_TOKENS, calibrate, margin
@@ -33,7 +33,7 @@ from ..step import Applied, Report, Step, Work
 from ..store import RunDir, as_rejection, rejection, write_json_atomic
 from ..structured import schema_text
 from ..tasks import Task
-from .common import StageContext
+from .common import Rounds, StageContext
 
 STAGE = "classify"
 RETRY_TEMPERATURE = 0.7
@@ -173,8 +173,7 @@ class ClassifyStep(Step):
 
     def __init__(self, ctx: StageContext, seed_tasks: list[Task]) -> None:
         self.ctx, self.seed_tasks = ctx, seed_tasks
-        self.todo: deque[dict] = deque()
-        self.round_no = 0
+        self.rounds = Rounds("id", ctx.cfg.classify.max_attempts)
 
     async def start(self, concurrency: int) -> None:
         f = self.ctx.files
@@ -182,36 +181,24 @@ class ClassifyStep(Step):
         self.instructions = f.instructions.read()
         self.done = {r["id"] for r in f.classifications.read()}
         self.attempts = Counter({key: len(reasons) for key, reasons in unusable_answers(f).items()})
-        self.failed: set[str] = set()  # requests that failed in this session: retried by the next one
-
-    def _new_round(self) -> None:
-        undecided = [r for r in self.instructions if r["id"] not in self.done and r["id"] not in self.failed]
-        round_no = min((self.attempts[r["id"]] for r in undecided), default=None)
-        if round_no is None or round_no >= self.ctx.cfg.classify.max_attempts:
-            return
-        self.round_no = round_no
-        self.todo.extend(r for r in undecided if self.attempts[r["id"]] == round_no)
-        self.failed.update(r["id"] for r in self.todo)
 
     def next(self, in_flight: int, limit: int) -> list[Work]:
-        if not self.todo and not in_flight:
-            self._new_round()
-        out: list[Work] = []
-        while self.todo and in_flight + len(out) < limit:
-            rec = self.todo.popleft()
-            out.append(Work(rec["id"], self._request(rec["instruction"]), rec))
-        return out
+        return self.rounds.next(self.instructions, self.done, self.attempts, in_flight, limit, self._request)
 
-    def _request(self, instruction: str) -> Request:
+    @property
+    def round_no(self) -> int:
+        return self.rounds.round_no
+
+    def _request(self, rec: dict) -> Request:
         if self.method.name == "calibrated":
-            return score_request(self.ctx, instruction, self.round_no)
-        return build_request(self.ctx, instruction, self.round_no)
+            return score_request(self.ctx, rec["instruction"], self.round_no)
+        return build_request(self.ctx, rec["instruction"], self.round_no)
 
     def apply(self, work: Work, response: Response) -> Applied:
         rec = work.data
         if not response.ok:
             return Applied()
-        self.failed.discard(rec["id"])
+        self.rounds.failed.discard(rec["id"])
         method = self.method
         m = margin(response.top_logprobs) if method.name == "calibrated" else None
         if method.name == "calibrated":

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..config import Config
+from ..llm.base import Request
 from ..llm.engine import Engine
 from ..quality.decontaminate import BenchmarkIndex
+from ..step import Work
 from ..store import RunDir
 
 
@@ -27,3 +31,38 @@ class StageContext:
     @property
     def api_is_completions(self) -> bool:
         return self.engine is not None and self.engine.backend.api == "completions"
+
+
+class Rounds:
+    """Questions asked again after an unusable answer (classify, judge), in rounds: one per attempt
+    number, in the items' order, so the same questions go out in the same order however the work is
+    split into sessions. An item whose request failed in this session waits for the next one."""
+
+    def __init__(self, key: str, max_attempts: int) -> None:
+        self.key, self.max_attempts = key, max_attempts
+        self.todo: deque[dict] = deque()
+        self.round_no = 0  # the attempt number of the round being asked
+        self.failed: set[str] = set()  # sent in this session and not answered usably yet
+
+    def next(
+        self,
+        items: list[dict],
+        done: set[str],
+        attempts: Counter,
+        in_flight: int,
+        limit: int,
+        request: Callable[[dict], Request],
+    ) -> list[Work]:
+        """The requests to send now: a new round once the last one is all answered."""
+        if not self.todo and not in_flight:
+            undecided = [r for r in items if r[self.key] not in done and r[self.key] not in self.failed]
+            round_no = min((attempts[r[self.key]] for r in undecided), default=None)
+            if round_no is not None and round_no < self.max_attempts:
+                self.round_no = round_no
+                self.todo.extend(r for r in undecided if attempts[r[self.key]] == round_no)
+                self.failed.update(r[self.key] for r in self.todo)
+        out: list[Work] = []
+        while self.todo and in_flight + len(out) < limit:
+            item = self.todo.popleft()
+            out.append(Work(item[self.key], request(item), item))
+        return out

@@ -22,13 +22,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections import Counter, deque
+from collections import Counter
 
 from ..llm.base import Request, Response
 from ..llm.engine import Engine
 from ..step import Applied, Report, Step, Work
 from ..store import RunDir, as_rejection, rejection
-from .common import StageContext
+from .common import Rounds, StageContext
 
 STAGE = "judge"
 RATINGS = ("A", "B", "C", "D")
@@ -125,8 +125,7 @@ class JudgeStep(Step):
         """``engine``: the judge's own model (quality.judge_model / judge_base_url); default: the run's."""
         self.ctx = ctx
         self.engine = engine
-        self.todo: deque[dict] = deque()
-        self.round_no = 0
+        self.rounds = Rounds("key", ctx.cfg.quality.judge_max_attempts)
 
     async def start(self, concurrency: int) -> None:
         f = self.ctx.files
@@ -138,26 +137,13 @@ class JudgeStep(Step):
         self.ratings = Counter(j["rating"] for j in f.judgments.read())
         self.done = {j["key"] for j in f.judgments.read()}
         self.attempts = unreadable_answers(f)
-        self.failed: set[str] = set()
-
-    def _new_round(self) -> None:
-        q = self.ctx.cfg.quality
-        pending = [r for r in self.items if r["key"] not in self.done and r["key"] not in self.failed]
-        round_no = min((self.attempts[r["key"]] for r in pending), default=None)
-        if round_no is None or round_no >= q.judge_max_attempts:
-            return
-        self.round_no = round_no
-        self.todo.extend(r for r in pending if self.attempts[r["key"]] == round_no)
-        self.failed.update(r["key"] for r in self.todo)
 
     def next(self, in_flight: int, limit: int) -> list[Work]:
-        if not self.todo and not in_flight:
-            self._new_round()
-        out: list[Work] = []
-        while self.todo and in_flight + len(out) < limit:
-            item = self.todo.popleft()
-            out.append(Work(item["key"], self._request(item), item))
-        return out
+        return self.rounds.next(self.items, self.done, self.attempts, in_flight, limit, self._request)
+
+    @property
+    def round_no(self) -> int:
+        return self.rounds.round_no
 
     def _request(self, item: dict) -> Request:
         q, ctx = self.ctx.cfg.quality, self.ctx
@@ -174,7 +160,7 @@ class JudgeStep(Step):
         item = work.data
         if not response.ok:  # left for the next session
             return Applied()
-        self.failed.discard(item["key"])
+        self.rounds.failed.discard(item["key"])
         rating, reason = parse_rating(response.text)
         if rating is None:
             self.attempts[item["key"]] += 1
