@@ -28,6 +28,10 @@ SEEDS = Path(__file__).parent.parent / "seeds" / "seed_tasks.jsonl"
         ('{"rating": "d", "reason": "off topic"}', "D", "off topic"),
         ('Here you go: {"rating": "A", "reason": " fine "}', "A", "fine"),
         ("(B) acceptable", "B", "acceptable"),
+        ("\nThe answer is: C.", "C", ""),  # as the embedded model writes it
+        ("The answer is: C\n\nThe answer is: A", None, ""),  # two ratings: neither is read
+        ("A dog is not a valid answer here.", None, ""),  # an article, not a rating
+        ("b\nReason: lower case", None, ""),
         ("Rating: E\nReason: ?", None, ""),
         ("Both answers are fine.", None, ""),  # "B" only as the start of a word: not a rating
         ("", None, ""),

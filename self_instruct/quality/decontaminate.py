@@ -22,8 +22,9 @@ from __future__ import annotations
 import csv
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,12 @@ _WORD = re.compile(r"[^\W_]+")
 MIN_WHOLE_WORDS = 4
 _P = np.uint64(0x9E3779B97F4A7C15)  # odd: invertible modulo 2**64
 _UNKNOWN = 0  # the id of a word no benchmark text uses
+_SEPARATOR = 1 << 63  # the id of the separator between texts tokenised together
+_WORD_OR_SEPARATOR = re.compile(r"[^\W_]+|\x00")
+# ASCII text: capitals to lower case, letters, digits and the separator kept, every other byte a space.
+_ASCII_FOLD = bytes(
+    c + 32 if 65 <= c <= 90 else c if 97 <= c <= 122 or 48 <= c <= 57 or c == 0 else 32 for c in range(256)
+)
 
 
 def words(text: str) -> list[str]:
@@ -197,10 +204,14 @@ def _inverse(x: int) -> int:
 class _Stream:
     """Texts as one array of word ids with each text's start, for hashing many at once."""
 
-    def __init__(self, ids: list[np.ndarray]) -> None:
-        self.lengths = np.array([len(a) for a in ids], dtype=np.int64)
+    def __init__(self, ids: list[np.ndarray] | np.ndarray, lengths: np.ndarray | None = None) -> None:
+        """Texts as a list of id arrays, or as one array of ids with each text's length."""
+        if lengths is None:
+            lengths = np.array([len(a) for a in ids], dtype=np.int64)
+            ids = np.concatenate(ids) if len(ids) else np.zeros(0, dtype=np.uint64)
+        self.lengths = lengths
         self.starts = np.concatenate(([0], np.cumsum(self.lengths)))[:-1]
-        self.ids = np.concatenate(ids).astype(np.uint64) if ids else np.zeros(0, dtype=np.uint64)
+        self.ids = np.asarray(ids).astype(np.uint64)
 
     def windows(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(hash, text number, start position) of every n-word window that lies inside one text
@@ -239,6 +250,7 @@ class BenchmarkIndex:
         if n < 1:
             raise ValueError("n must be at least 1")
         self.n = n
+        self._ascii_vocab: dict[bytes, int] | None = None  # the vocabulary's ASCII words, as bytes
         self.vocab: dict[str, int] = {}
         self.where: list[Where] = []
         long_ids: list[np.ndarray] = []
@@ -271,22 +283,43 @@ class BenchmarkIndex:
         """What the index's arrays hold (the vocabulary and sources besides)."""
         return int(self.hashes.nbytes + self._source.nbytes + self._start.nbytes + self._ids.nbytes)
 
-    def _ids_of(self, text: str) -> list[int]:
-        return [self.vocab.get(w, _UNKNOWN) for w in words(text)]
+    def _stream(self, texts: list[str]) -> _Stream:
+        """The texts' word ids, tokenised all at once: one regular-expression pass over the texts
+        joined by a separator no word holds, and one C-level map through the vocabulary."""
+        if any("\x00" in t for t in texts):  # the separator itself: text by text
+            each = [[self.vocab.get(w, _UNKNOWN) for w in words(t)] for t in texts]
+            return _Stream([np.array(a, dtype=np.uint64) for a in each])
+        joined = " \x00 ".join(texts)
+        if joined.isascii():  # letters and digits are [A-Za-z0-9]: a byte table does the regex's work
+            if self._ascii_vocab is None:
+                self._ascii_vocab = {w.encode(): i for w, i in self.vocab.items() if w.isascii()}
+                self._ascii_vocab[b"\x00"] = _SEPARATOR
+            tokens: list = joined.encode().translate(_ASCII_FOLD).split()
+            lookup: Callable[..., int] = self._ascii_vocab.get
+        else:
+            tokens = _WORD_OR_SEPARATOR.findall(joined.lower())
+            lookup = {**self.vocab, "\x00": _SEPARATOR}.get
+        ids = np.fromiter(map(lookup, tokens, repeat(_UNKNOWN)), dtype=np.uint64, count=len(tokens))
+        separator = ids == np.uint64(_SEPARATOR)
+        text_of = np.cumsum(separator)[~separator]
+        return _Stream(ids[~separator], np.bincount(text_of, minlength=len(texts)).astype(np.int64))
 
     def check(self, texts: list[str]) -> list[Hit | None]:
         """For each text, its first n-gram (in reading order) found in a benchmark, or, for a text
         shorter than n words, its whole form when a benchmark text is exactly that; None if clean."""
-        ids = [self._ids_of(t) for t in texts]
         out: list[Hit | None] = [None] * len(texts)
-        for k, seq in enumerate(ids):
-            if MIN_WHOLE_WORDS <= len(seq) < self.n:
-                source = self.whole.get(tuple(seq))
+        if not texts:
+            return out
+        stream = self._stream(texts)
+        if self.whole:
+            short = np.flatnonzero((stream.lengths >= MIN_WHOLE_WORDS) & (stream.lengths < self.n))
+            for k in short.tolist():
+                a = int(stream.starts[k])
+                source = self.whole.get(tuple(stream.ids[a : a + stream.lengths[k]].tolist()))
                 if source is not None:
                     out[k] = Hit(self.where[source], " ".join(words(texts[k])))
         if not self.ngrams:
             return out
-        stream = _Stream([np.array(s, dtype=np.uint64) for s in ids])
         hashes, text, start = stream.windows(self.n)
         if not len(hashes):
             return out

@@ -59,7 +59,12 @@ SCHEMA = {
 }
 PROMPT_SHA256 = hashlib.sha256((PROMPT + json.dumps(SCHEMA, sort_keys=True)).encode()).hexdigest()[:16]
 
-_LETTER = re.compile(r"^\W*(?:rating\W*)?([ABCD])(?![A-Za-z])", re.IGNORECASE)
+# A rating: after "Rating", "Answer" or "Grade" (any case), or a capital letter alone, in brackets or
+# before punctuation ("A dog ..." starts with no rating).
+_LETTER = re.compile(
+    r"^\W*(?:(?i:(?:the\s+)?(?:rating|answer|grade)(?:\s+is)?)\W*([ABCD])(?![A-Za-z])"
+    r"|\(([ABCD])\)|([ABCD])(?=$|[.:)\-]|\s+[-:(]))"
+)
 _REASON = re.compile(r"^\W*reason\W*(.*)$", re.IGNORECASE)
 
 
@@ -91,14 +96,15 @@ def parse_rating(text: str) -> tuple[str | None, str]:
             reason = " ".join(str(obj.get("reason", "")).split())
             return (rating if rating in RATINGS else None), reason
     lines = [line.strip() for line in stripped.splitlines() if line.strip()]
-    if not lines:
+    # The rating: a line that starts with it ("B", "Rating: B", "The answer is: B"); several lines
+    # that name different ratings are not read as any of them.
+    found = [(line, m, next(g for g in m.groups() if g)) for line in lines if (m := _LETTER.match(line))]
+    if not found or len({letter for _, _, letter in found}) > 1:
         return None, ""
-    m = _LETTER.match(lines[0])
-    if m is None:
-        return None, ""
-    rest = lines[0][m.end() :].strip(" .:-)")
-    reason = next((r.group(1).strip() for line in lines[1:] if (r := _REASON.match(line))), rest)
-    return m.group(1).upper(), " ".join(reason.split())
+    line, m, letter = found[0]
+    rest = line[m.end() :].strip(" .:-)")
+    reason = next((r.group(1).strip() for other in lines if (r := _REASON.match(other))), rest)
+    return letter, " ".join(reason.split())
 
 
 def passes(rating: str, min_rating: str) -> bool:
