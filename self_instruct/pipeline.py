@@ -26,11 +26,11 @@ from .provenance import changes, fingerprint, guard
 from .quality.decontaminate import BenchmarkIndex, benchmark_sha256, benchmark_texts
 from .stages.bootstrap import BootstrapStep, max_bootstrap_requests
 from .stages.classify import ClassifyStep, exhausted
-from .stages.common import StageContext
+from .stages.common import StageContext, attempts
 from .stages.dataset import DatasetStep
 from .stages.instances import InstancesStep
 from .stages.judge import PROMPT_SHA256 as JUDGE_PROMPT_SHA256
-from .stages.judge import JudgeStep, instance_key, unreadable_answers
+from .stages.judge import JudgeStep, instance_key
 from .step import Step
 from .store import RunDir, rejection, writer_lock
 from .structured import schema_text
@@ -94,8 +94,8 @@ def incomplete_reasons(cfg: Config, stages: tuple[str, ...], files: RunDir) -> l
         rated = {j["key"] for j in files.judgments.read()}
         keys = [instance_key(r["id"], k) for r in files.instances.read() for k in range(len(r["instances"]))]
         unrated = [k for k in keys if k not in rated]
-        attempts = unreadable_answers(files)
-        spent = [k for k in unrated if attempts[k] >= cfg.quality.judge_max_attempts]
+        tries = attempts(files, "judge")
+        spent = [k for k in unrated if tries[k] >= cfg.quality.judge_max_attempts]
         if len(unrated) > len(spent):
             gaps.append(Gap(f"{len(unrated) - len(spent)} instances have no rating"))
         if spent:

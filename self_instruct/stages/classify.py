@@ -22,7 +22,6 @@ the stage again retries it.
 from __future__ import annotations
 
 import json
-from collections import Counter
 from dataclasses import dataclass
 
 from ..calibration import MIN_PER_LABEL, YES_TOKENS, calibrate, margin
@@ -33,7 +32,7 @@ from ..step import Applied, Report, Step, Work
 from ..store import RunDir, as_rejection, rejection, write_json_atomic
 from ..structured import schema_text
 from ..tasks import Task
-from .common import Rounds, StageContext
+from .common import Rounds, StageContext, attempts
 
 STAGE = "classify"
 RETRY_TEMPERATURE = 0.7
@@ -180,7 +179,7 @@ class ClassifyStep(Step):
         self.method = await choose_method(self.ctx, self.seed_tasks)
         self.instructions = f.instructions.read()
         self.done = {r["id"] for r in f.classifications.read()}
-        self.attempts = Counter({key: len(reasons) for key, reasons in unusable_answers(f).items()})
+        self.attempts = attempts(f, STAGE)
 
     def next(self, in_flight: int, limit: int) -> list[Work]:
         return self.rounds.next(self.instructions, self.done, self.attempts, in_flight, limit, self._request)

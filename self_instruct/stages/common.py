@@ -11,7 +11,7 @@ from ..llm.base import Request
 from ..llm.engine import Engine
 from ..quality.decontaminate import BenchmarkIndex
 from ..step import Work
-from ..store import RunDir
+from ..store import RunDir, as_rejection
 
 
 @dataclass
@@ -31,6 +31,12 @@ class StageContext:
     @property
     def api_is_completions(self) -> bool:
         return self.engine is not None and self.engine.backend.api == "completions"
+
+
+def attempts(files: RunDir, stage: str) -> Counter:
+    """How many unusable answers each item of a stage that asks again has had so far (its finished
+    attempts), from rejected.jsonl: a resumed run asks what an uninterrupted one asks."""
+    return Counter(r["key"] for r in map(as_rejection, files.rejected.read()) if r["stage"] == stage)
 
 
 class Rounds:

@@ -27,8 +27,8 @@ from collections import Counter
 from ..llm.base import Request, Response
 from ..llm.engine import Engine
 from ..step import Applied, Report, Step, Work
-from ..store import RunDir, as_rejection, rejection
-from .common import Rounds, StageContext
+from ..store import rejection
+from .common import Rounds, StageContext, attempts
 
 STAGE = "judge"
 RATINGS = ("A", "B", "C", "D")
@@ -111,11 +111,6 @@ def passes(rating: str, min_rating: str) -> bool:
     return RATINGS.index(rating) <= RATINGS.index(min_rating)
 
 
-def unreadable_answers(files: RunDir) -> Counter:
-    """Each instance's unusable answers so far (its attempts), from rejected.jsonl."""
-    return Counter(r["key"] for r in map(as_rejection, files.rejected.read()) if r["stage"] == STAGE)
-
-
 class JudgeStep(Step):
     """Rate every generated instance that has no rating yet, in rounds of one attempt number each, in
     task order (the same questions in the same order however the work is split into sessions)."""
@@ -140,9 +135,10 @@ class JudgeStep(Step):
             for r in f.instances.read()
             for k, inst in enumerate(r["instances"])
         ]
-        self.ratings = Counter(j["rating"] for j in f.judgments.read())
-        self.done = {j["key"] for j in f.judgments.read()}
-        self.attempts = unreadable_answers(f)
+        judgments = f.judgments.read()
+        self.ratings = Counter(j["rating"] for j in judgments)
+        self.done = {j["key"] for j in judgments}
+        self.attempts = attempts(f, STAGE)
 
     def next(self, in_flight: int, limit: int) -> list[Work]:
         return self.rounds.next(self.items, self.done, self.attempts, in_flight, limit, self._request)
@@ -189,7 +185,4 @@ class JudgeStep(Step):
         notes = [
             f"quality.judge: {total} instances rated ({spread}); {kept} at {q.min_rating} or better are kept"
         ]
-        unrated = len(self.items) - len(self.done)
-        if unrated:
-            notes.append(f"{unrated} instances have no rating yet (see rejected.jsonl and failures.jsonl)")
         return Report(notes)
