@@ -63,6 +63,7 @@ def failure_cause(error: str) -> str:
 
 
 def is_throttled(error: str) -> bool:
-    """A 429: the server slowing us down, not failing. Neither the breaker nor the resting of an
-    endpoint counts it as a failure; the retry waits as the server asks."""
-    return error.startswith("429")
+    """A 429, or a 503 that says the server is overloaded: the server slowing us down, not failing.
+    Neither the breaker nor the resting of an endpoint counts it as a failure; the retry waits as
+    the server asks, and the endpoint's concurrency window is cut (llm.ratelimit.Gate)."""
+    return error.startswith(("429", "503 overloaded"))

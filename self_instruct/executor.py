@@ -73,9 +73,13 @@ def human(n: float) -> str:
 
 
 def live_stats(engine: Engine | None, stage: str, **extra) -> dict:
-    """What the progress bar shows next to the count: tokens, retries, failures, cache hits, cost."""
+    """What the progress bar shows next to the count: tokens, retries, failures, cache hits, cost,
+    and the concurrency the endpoints grant now (cut by 429s, grown back by successes)."""
     s: Mapping[str, float] = engine.stats.get(stage, {}) if engine else {}
     out = dict(extra)
+    window = engine.backend.window() if engine and engine.remote is None else None
+    if window:
+        out["win"] = window
     out["tok"] = human(s.get("prompt_tokens", 0) + s.get("completion_tokens", 0))
     for key, label in (("retries", "retry"), ("failures", "fail"), ("cache_hits", "cached")):
         if s.get(key):

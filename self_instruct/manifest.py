@@ -117,15 +117,18 @@ EXTRA_KEYS = ("seconds_waiting", "batches")
 
 
 def _endpoint_totals(sessions: list[dict]) -> list[dict]:
-    """Requests and failures per endpoint URL, added up over every session (a re-run that asks
-    nothing does not reset them)."""
+    """Requests, failures and 429s per endpoint URL, added up over every session (a re-run that
+    asks nothing does not reset them); each session's record has its windows."""
     totals: dict[str, Counter] = {}
     for s in sessions:
         for e in s.get("endpoints") or []:
             totals.setdefault(e["url"], Counter()).update(
-                {"requests": e["requests"], "failures": e["failures"]}
+                {k: e.get(k, 0) for k in ("requests", "failures", "throttled")}
             )
-    return [{"url": url, "requests": c["requests"], "failures": c["failures"]} for url, c in totals.items()]
+    return [
+        {"url": url, "requests": c["requests"], "failures": c["failures"], "throttled": c["throttled"]}
+        for url, c in totals.items()
+    ]
 
 
 def usage_counts(usage: list[dict], session: str | None = None, *, live: str = "") -> dict[str, Counter]:

@@ -57,6 +57,54 @@ class Fault:
 FaultRule = Callable[[int, dict], Fault | None]
 
 
+class RateLimits:
+    """Limits a server enforces, as OpenAI does: requests and tokens per minute, each a bucket that
+    holds ``burst`` seconds' worth and refills continuously; a request counts its prompt and all of
+    its max_tokens on arrival. An over-limit request is answered 429 at once with ``retry-after-ms``
+    (when the bucket will hold it) and ``retry-after``; every answer carries the ``x-ratelimit-*``
+    headers. 0 turns a limit off. ``log`` keeps (arrival time, admitted, tokens) of every request."""
+
+    def __init__(self, rpm: float = 0, tpm: float = 0, burst: float = 10.0, clock=time.monotonic) -> None:
+        self.rpm, self.tpm, self.clock = rpm, tpm, clock
+        self.capacity = {"requests": rpm * burst / 60, "tokens": tpm * burst / 60}
+        self.level = dict(self.capacity)
+        self.rate = {"requests": rpm / 60, "tokens": tpm / 60}
+        self.at = clock()
+        self.log: list[tuple[float, bool, int]] = []
+        self._lock = threading.Lock()
+
+    def admit(self, tokens: int) -> tuple[bool, dict[str, str]]:
+        """(admitted, headers) for a request of ``tokens``."""
+        with self._lock:
+            now = self.clock()
+            for k in self.level:
+                self.level[k] = min(self.capacity[k], self.level[k] + self.rate[k] * (now - self.at))
+            self.at = now
+            need = {"requests": 1.0, "tokens": float(tokens)}
+            on = [k for k in need if self.rate[k] > 0]
+            ok = all(self.level[k] >= min(need[k], self.capacity[k]) for k in on)
+            if ok:
+                for k in on:
+                    self.level[k] -= need[k]
+            self.log.append((now, ok, tokens))
+            headers = {}
+            for k in on:
+                limit = self.rpm if k == "requests" else self.tpm
+                left = max(0.0, self.level[k])
+                headers[f"x-ratelimit-limit-{k}"] = f"{limit:.0f}"
+                headers[f"x-ratelimit-remaining-{k}"] = f"{int(left)}"
+                headers[f"x-ratelimit-reset-{k}"] = f"{(self.capacity[k] - left) / self.rate[k]:.3f}s"
+            if not ok:
+                wait = max(
+                    (min(need[k], self.capacity[k]) - self.level[k]) / self.rate[k]
+                    for k in on
+                    if self.level[k] < min(need[k], self.capacity[k])
+                )
+                headers["retry-after-ms"] = f"{max(1, round(wait * 1000))}"
+                headers["retry-after"] = f"{max(1, round(wait))}"
+            return ok, headers
+
+
 class RequestError(Exception):
     """A request the real API would reject with 400; carries the message sent back to the client."""
 
@@ -253,6 +301,21 @@ class _Handler(BaseHTTPRequestHandler):
             fake._count("bad_request")
             self._send_json(400, error_body(400, str(exc)))
             return
+        headers: dict[str, str] = {}
+        if fake.limits is not None:
+            if kind == "completions":
+                text = _prompt_text(body.get("prompt"))
+            else:
+                text = " ".join(
+                    _message_text(m.get("content")) for m in body["messages"] if isinstance(m, dict)
+                )
+            asked = body.get("max_completion_tokens", body.get("max_tokens")) or 0
+            admitted, headers = fake.limits.admit(count_tokens(text) + int(asked))
+            if not admitted:  # refused on arrival, as a real server does: no latency, no fault
+                fake._count("rate_limited")
+                message = "Rate limit reached for requests or tokens per minute. Please try again later."
+                self._send(429, _encode(error_body(429, message, "rate_limit_exceeded")), headers)
+                return
         try:
             fault = fake._take_fault(kind, body) or Fault()
         except Exception as exc:
@@ -271,7 +334,6 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
 
-        headers: dict[str, str] = {}
         if fault.retry_after is not None:
             headers["Retry-After"] = f"{fault.retry_after:g}"
         if fault.status is not None:
@@ -333,6 +395,7 @@ class FakeOpenAIServer:
         api_key: str | None = None,
         latency: float = 0.0,
         logprober: Callable[[str, dict], dict[str, float] | None] | None = None,
+        limits: RateLimits | None = None,
     ) -> None:
         self.responder: Responder = responder or default_responder
         # ``logprober(kind, body)``: the first token's top alternatives, sent when a request asks for
@@ -340,6 +403,7 @@ class FakeOpenAIServer:
         self.logprober = logprober
         self.api_key = api_key
         self.latency = latency
+        self.limits = limits
         self.requests: list[dict] = []
         self.counts: collections.Counter[str] = collections.Counter()
         self.served: list[tuple[float, int]] = []  # (monotonic time, tokens) of each answered request

@@ -21,6 +21,9 @@ from typing import Any
 from ..llm.base import Backend, FatalError, Request, Response
 from ..llm.engine import Breaker, Engine, RetryPolicy, Stats
 
+# What adds up over the workers' endpoints (each worker paces its own share).
+SUMMED = ("requests", "failures", "throttled", "paced", "window")
+
 
 class Sender:
     """One Ray worker's part of the sending (an async actor): an engine without cache or usage record,
@@ -98,17 +101,18 @@ class RayRequests:
 
     def endpoints(self, driver: list[dict]) -> list[dict]:
         """The driver's counts per endpoint (its own requests: the start-up checks) with every
-        worker's added; the driver's alone when a worker cannot answer."""
+        worker's added (the window: the workers' together); the driver's alone when a worker
+        cannot answer."""
         try:
             answers = self.ray.get([a.endpoints.remote() for a in self.actors], timeout=30)
         except Exception:  # a worker gone (the run is ending with an error already)
             return driver
-        out = {e["url"]: dict(e) for e in driver}
+        out = {e["url"]: {k: e.get(k, 0) for k in ("url", *SUMMED)} for e in driver}
         for answer in answers:
             for e in answer:
-                total = out.setdefault(e["url"], {"url": e["url"], "requests": 0, "failures": 0})
-                total["requests"] += e["requests"]
-                total["failures"] += e["failures"]
+                total = out.setdefault(e["url"], {"url": e["url"], **dict.fromkeys(SUMMED, 0)})
+                for k in SUMMED:
+                    total[k] += e.get(k, 0)
         return list(out.values())
 
     def describe(self) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Literal, Protocol
 
@@ -57,9 +58,12 @@ class Response:
 class TransientError(Exception):
     """Worth retrying: rate limits, 5xx, timeouts, dropped connections, malformed bodies."""
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, retry_after: float | None = None, headers: Mapping[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.headers = headers  # the answer's, when there was one (its rate-limit budgets)
 
 
 class FatalError(Exception):
@@ -93,6 +97,8 @@ class Backend(Protocol):
 
     async def probe_structured(self, request: Request) -> tuple[str | None, str] | None: ...
 
+    def window(self) -> str | None: ...
+
 
 class BackendBase:
     """The defaults of the optional abilities: no health check, described by name, model and API,
@@ -109,6 +115,11 @@ class BackendBase:
     def describe(self) -> dict:
         """What the manifest records about the backend (never a key)."""
         return {"name": self.name, "model": self.model, "api": self.api}
+
+    def window(self) -> str | None:
+        """The concurrency the endpoints grant now, for the progress bar ("40/64"); None when the
+        backend does not adapt it."""
+        return None
 
     async def probe_structured(self, request: Request) -> tuple[str | None, str] | None:
         """How the backend takes a schema-bound request: (form or None, why) after asking it, or

@@ -6,8 +6,12 @@ Errors are sorted into TransientError (retry) and FatalError (stop the run).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -16,21 +20,25 @@ import openai
 from ..errors import is_throttled
 from ..redact import redact_url
 from .base import Api, BackendBase, FatalError, Request, Response, TransientError
-from .ratelimit import retry_after
+from .ratelimit import Gate, Ticket, limits, retry_after
 
 
-def _retry_after(err: openai.APIStatusError) -> float | None:
-    """The wait the server asks for: retry-after-ms, or retry-after in seconds or as an HTTP date."""
-    return retry_after(err.response.headers) if err.response is not None else None
+def _waited(message: str, err: openai.APIStatusError) -> TransientError:
+    """A retryable error with the wait the server asks for (retry-after-ms, or retry-after in
+    seconds or as an HTTP date) and the answer's headers (its rate-limit budgets)."""
+    headers = err.response.headers if err.response is not None else None
+    return TransientError(message, retry_after=retry_after(headers) if headers else None, headers=headers)
 
 
 def openai_error(e: Exception) -> TransientError | FatalError:
     """The one mapping of the SDK's errors: worth retrying (rate limits, 5xx, timeouts, dropped
     connections, malformed bodies) or not (bad key, unknown model, bad request)."""
     if isinstance(e, openai.RateLimitError):
-        return TransientError(f"429 rate limited: {e.message}", retry_after=_retry_after(e))
+        return _waited(f"429 rate limited: {e.message}", e)
     if isinstance(e, openai.InternalServerError):
-        return TransientError(f"{e.status_code} server error: {e.message}", retry_after=_retry_after(e))
+        if e.status_code == 503 and "overload" in str(e.message).lower():  # slowing us down
+            return _waited(f"503 overloaded: {e.message}", e)
+        return _waited(f"{e.status_code} server error: {e.message}", e)
     if isinstance(e, openai.APITimeoutError):
         return TransientError("timeout: no answer within llm.timeout")
     if isinstance(e, openai.APIConnectionError):
@@ -43,7 +51,7 @@ def openai_error(e: Exception) -> TransientError | FatalError:
         return FatalError(f"400 bad request: {e.message}")
     if isinstance(e, openai.APIStatusError):
         if e.status_code in (408, 409) or e.status_code >= 500:
-            return TransientError(f"{e.status_code}: {e.message}", retry_after=_retry_after(e))
+            return _waited(f"{e.status_code}: {e.message}", e)
         return FatalError(f"{e.status_code}: {e.message}")
     return TransientError(f"malformed response: {e}")  # validation errors, bad JSON
 
@@ -94,23 +102,38 @@ def first_token_logprobs(logprobs) -> dict[str, float] | None:
 
 @dataclass
 class Endpoint:
-    """One server of a fleet, with what the backend needs to spread load and rest it when it fails."""
+    """One server of a fleet, with what the backend needs to spread load, pace it and rest it when
+    it fails."""
 
     client: openai.AsyncOpenAI
     url: str
-    in_flight: int = 0
+    gate: Gate
     consecutive_failures: int = 0
     rested_until: float = 0.0
     requests: int = 0
     failures: int = 0
 
+    @property
+    def in_flight(self) -> int:
+        return self.gate.in_flight
+
+
+def tokens_estimate(request: Request) -> int:
+    """What a request may count against a tokens-per-minute budget: its prompt (about four
+    characters a token for English) and all of max_tokens, as servers count it on arrival."""
+    return len(request.prompt) // 4 + request.max_tokens
+
 
 class OpenAIBackend(BackendBase):
     """One model behind one or more OpenAI-compatible endpoints.
 
-    Each request goes to the endpoint with the fewest requests in flight. An endpoint that fails
-    ``rest_after`` times in a row is rested for ``rest_seconds`` (the engine's retry then lands on
-    another one) and tried again afterwards, so one run can drive a fleet where servers come and go.
+    Each endpoint has a ``Gate``: a concurrency window that a 429 halves and successes widen, and
+    the request and token budgets its ``x-ratelimit-*`` headers state. A request goes to the
+    endpoint that can take it now (the one with the most room in its window); when none can, it
+    waits for the first that will. So work goes to endpoints in proportion to what each grants,
+    and a limited endpoint slows only its own share. An endpoint that fails ``rest_after`` times in
+    a row is rested for ``rest_seconds`` (the engine's retry then lands on another one) and tried
+    again afterwards, so one run can drive a fleet where servers come and go.
     """
 
     name = "openai"
@@ -137,13 +160,17 @@ class OpenAIBackend(BackendBase):
         self.rest_seconds = rest_seconds
         self.endpoints = []
         urls: list[str | None] = list(base_urls) if base_urls else [None]
+        share = max(1, max_concurrency // len(urls))
         for url in urls:
             # A local server needs no key, but the SDK insists on one.
             client = openai.AsyncOpenAI(
                 base_url=url, api_key=api_key or "not-needed", max_retries=0, timeout=timeout
             )
             # The URL as shown in messages and the manifest: without credentials.
-            self.endpoints.append(Endpoint(client, redact_url(str(client.base_url))))
+            self.endpoints.append(
+                Endpoint(client, redact_url(str(client.base_url)), Gate(share, max_concurrency))
+            )
+        self._changed: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
 
     async def check(self) -> None:
         """Fail fast, with a clear message, when no endpoint can be reached or the key is refused.
@@ -171,30 +198,70 @@ class OpenAIBackend(BackendBase):
             setting = "llm.timeout" if timed_out == len(unreachable) else "llm.base_url"
             raise FatalError(f"{setting}: cannot reach {'; '.join(unreachable)}")
 
-    def _pick(self) -> Endpoint:
-        now = time.monotonic()
-        live = [e for e in self.endpoints if e.rested_until <= now]
-        if not live:  # everything is resting: use the one that comes back first
-            return min(self.endpoints, key=lambda e: e.rested_until)
-        return min(live, key=lambda e: e.in_flight)
+    def _event(self) -> asyncio.Event:
+        """Set when a request to any endpoint ends (room in a window), for requests waiting."""
+        loop = asyncio.get_running_loop()
+        if self._changed is None or self._changed[0] is not loop:
+            self._changed = (loop, asyncio.Event())
+        return self._changed[1]
+
+    def _ended(self) -> None:
+        if self._changed is not None:
+            self._changed[1].set()
+            self._changed = (self._changed[0], asyncio.Event())
+
+    async def _pick(self, tokens: int) -> tuple[Endpoint, Ticket]:
+        """The endpoint to send a request of ``tokens`` to, once one can take it."""
+        waited = False
+        while True:
+            now = time.monotonic()
+            live = [e for e in self.endpoints if e.rested_until <= now]
+            if not live:  # everything is resting: use the one that comes back first
+                live = [min(self.endpoints, key=lambda e: e.rested_until)]
+            soonest, best = math.inf, None
+            for e in live:
+                wait = e.gate.delay(tokens)
+                if wait == 0 and (
+                    best is None or e.gate.in_flight / e.gate.window < best.gate.in_flight / best.gate.window
+                ):
+                    best = e
+                soonest = min(soonest, wait)
+            if best is not None:
+                best.gate.paced += waited
+                return best, best.gate.take(tokens)
+            waited = True
+            event = self._event()
+            with contextlib.suppress(TimeoutError):  # the pace allows one now
+                await asyncio.wait_for(event.wait(), None if soonest == math.inf else soonest)
 
     async def complete(self, request: Request) -> Response:
-        ep = self._pick()
-        ep.in_flight += 1
+        ep, ticket = await self._pick(tokens_estimate(request))
         ep.requests += 1
         try:
-            response = await self._call(ep.client, request)
+            response, headers = await self._call(ep.client, request)
         except TransientError as e:
+            throttled = is_throttled(str(e))
+            ep.gate.done(
+                ticket,
+                limits(e.headers) if e.headers else None,
+                throttled=throttled,
+                retry_after=e.retry_after,
+            )
+            self._ended()
             ep.failures += 1
-            if is_throttled(str(e)):  # slowed down, not failing: the retry waits as asked
+            if throttled:  # slowed down, not failing: the retry waits as asked
                 raise
             ep.consecutive_failures += 1
             if ep.consecutive_failures >= self.rest_after and len(self.endpoints) > 1:
                 ep.rested_until = time.monotonic() + self.rest_seconds
                 ep.consecutive_failures = 0
             raise
-        finally:
-            ep.in_flight -= 1
+        except BaseException:
+            ep.gate.release()
+            self._ended()
+            raise
+        ep.gate.done(ticket, limits(headers), throttled=False, retry_after=None)
+        self._ended()
         ep.consecutive_failures = 0
         response.meta["endpoint"] = ep.url
         return response
@@ -219,8 +286,15 @@ class OpenAIBackend(BackendBase):
         return None, "; ".join(why)
 
     def describe(self) -> dict:
-        endpoints = [{"url": e.url, "requests": e.requests, "failures": e.failures} for e in self.endpoints]
+        endpoints = [
+            {"url": e.url, "requests": e.requests, "failures": e.failures, **e.gate.describe()}
+            for e in self.endpoints
+        ]
         return {**super().describe(), "endpoints": endpoints}
+
+    def window(self) -> str | None:
+        now = sum(int(e.gate.window) for e in self.endpoints)
+        return f"{min(now, self.max_concurrency)}/{self.max_concurrency}"
 
     @property
     def batch_client(self) -> openai.AsyncOpenAI:
@@ -276,7 +350,11 @@ class OpenAIBackend(BackendBase):
             top_logprobs=first_token_logprobs(choice.get("logprobs")),
         )
 
-    async def _call(self, client: openai.AsyncOpenAI, request: Request) -> Response:
+    async def _call(self, client: openai.AsyncOpenAI, request: Request) -> tuple[Response, Mapping[str, str]]:
+        """One request: its answer, and the answer's headers (the endpoint's rate-limit budgets).
+
+        The body is read as plain JSON: ``parse`` checks what it uses, and the SDK's typed models
+        would cost more CPU than the rest of the request."""
         body = self.body(request)
         if self.api == "completions" and "response_format" in body:
             # Not a parameter of OpenAI's completions API; servers that take it (vLLM, llama.cpp)
@@ -284,16 +362,16 @@ class OpenAIBackend(BackendBase):
             body["extra_body"] = {"response_format": body.pop("response_format")}
         try:
             if self.api == "chat":
-                out = await client.chat.completions.create(**body)
+                raw = await client.chat.completions.with_raw_response.create(**body)
             else:
-                out = await client.completions.create(**body)
+                raw = await client.completions.with_raw_response.create(**body)
         except (openai.OpenAIError, ValueError, TypeError) as e:
             raise openai_error(e) from None
         try:
-            data = out.model_dump()
-        except AttributeError:
-            data = out
-        return self.parse(data)
+            data = json.loads(raw.content)
+        except ValueError as e:
+            raise TransientError(f"malformed response: {e}") from None
+        return self.parse(data), raw.headers
 
     async def close(self) -> None:
         for ep in self.endpoints:

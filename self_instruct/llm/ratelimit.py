@@ -13,9 +13,10 @@ with every answer:
 
 from __future__ import annotations
 
+import math
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
@@ -105,3 +106,178 @@ def limits(headers: Mapping[str, str]) -> Limits:
         reset_requests=duration(get("reset-requests")),
         reset_tokens=duration(get("reset-tokens")),
     )
+
+
+# -- pacing an endpoint ------------------------------------------------------------------------
+
+
+class Allowance:
+    """One of an endpoint's budgets (requests or tokens) as its headers last stated it, kept
+    current between answers by what was sent since.
+
+    A stated limit is per minute (the headers' names say so: requests and tokens per minute), so the
+    budget refills at ``limit / 60`` a second up to what the reset says is full (``remaining + rate
+    x reset``). Without a limit, ``remaining`` is all there is until the reset passes.
+
+    The state is taken when the answer arrives; the server counted the request when it arrived,
+    before the answer's latency, so the budget is underestimated by about latency x rate: a steady
+    sender still goes at the full rate, with that much left unused at the server."""
+
+    def __init__(self) -> None:
+        self.sent = 0.0  # units sent through this budget so far
+        self.known = False
+        self.remaining = 0.0  # as last stated
+        self.mark = 0.0  # ``sent`` just after the request whose answer stated it went out
+        self.at = 0.0  # when it was stated
+        self.rate = 0.0  # units a second it refills (0: not stated)
+        self.full = math.inf  # what it holds when full
+        self.reset_at = 0.0
+
+    def charge(self, units: float) -> float:
+        """Count a request's units as sent; returns its mark, for ``learn`` when it is answered."""
+        self.sent += units
+        return self.sent
+
+    def learn(
+        self, remaining: int | None, reset: float | None, limit: int | None, mark: float, now: float
+    ) -> None:
+        """The budget stated by the answer to the request charged at ``mark``. An answer older
+        (in sending order) than the one already learned from says less: it is ignored."""
+        if remaining is None or (self.known and mark < self.mark):
+            return
+        self.known = True
+        self.remaining, self.mark, self.at = float(remaining), mark, now
+        self.rate = limit / 60 if limit else 0.0
+        self.full = math.inf
+        if limit:  # full when the reset has passed at this rate; never more than the limit says
+            self.full = max(float(limit), self.remaining)
+            if reset is not None:
+                self.full = min(self.full, self.remaining + self.rate * reset)
+        self.reset_at = now + (reset or 0.0)
+
+    def available(self, now: float) -> float:
+        if not self.known:
+            return math.inf
+        if self.rate:
+            level = min(self.full, self.remaining + self.rate * (now - self.at))
+        elif now >= self.reset_at:
+            return math.inf  # reset, to a limit nobody stated: the next answer will say
+        else:
+            level = self.remaining
+        return level - (self.sent - self.mark)
+
+    def delay(self, units: float, now: float) -> float:
+        """Seconds until ``units`` fit (0: now). A request larger than the whole budget waits for
+        a full one."""
+        units = min(units, self.full)
+        short = units - self.available(now)
+        if short <= 0:
+            return 0.0
+        if self.rate:
+            return short / self.rate
+        return max(self.reset_at - now, 1e-3)
+
+
+@dataclass
+class Ticket:
+    """A request let through a ``Gate``: its marks in the budgets, for learning from its answer."""
+
+    sent: int
+    requests: float
+    tokens: float
+
+
+class Gate:
+    """One endpoint's pace: an adaptive concurrency window and the budgets its headers state.
+
+    - The window starts at the endpoint's share of the concurrency. A 429 (or a 503 that says the
+      server is overloaded) halves it, not below 1, once per burst: answers to requests sent before
+      the last cut do not cut it again. Each ``window`` successes in a row grow it by one, up to
+      ``ceiling`` (additive increase, multiplicative decrease, as TCP does).
+    - Until the endpoint's first answer at most ``FIRST`` requests go to it: a server that states
+      its budget says it before a burst can overrun a small one. This costs at most one answer's
+      latency at the start.
+    - A request is let through when the window has room, no cool-down is running (a 429's
+      Retry-After holds every request to the endpoint, not only the one refused) and the stated
+      request and token budgets hold it.
+    """
+
+    FIRST = 8
+
+    def __init__(self, window: int, ceiling: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ceiling = max(1, ceiling)
+        self.window = float(min(max(1, window), self.ceiling))
+        self.clock = clock
+        self.in_flight = 0
+        self.answered = False
+        self.cool_until = 0.0
+        self.requests, self.tokens = Allowance(), Allowance()
+        self._sent = 0  # requests let through
+        self._cut_at = 0  # ``_sent`` when the window was last cut
+        self._streak = 0
+        # What the session record shows: the smallest and largest windows, 429s, requests held back.
+        self.low = self.high = self.window
+        self.throttled = 0
+        self.paced = 0
+
+    def delay(self, tokens: float) -> float:
+        """Seconds until a request of ``tokens`` may go (0: now; inf: when a request in flight ends)."""
+        if self.in_flight >= (int(self.window) if self.answered else min(int(self.window), self.FIRST)):
+            return math.inf
+        now = self.clock()
+        return max(self.cool_until - now, self.requests.delay(1, now), self.tokens.delay(tokens, now), 0.0)
+
+    def take(self, tokens: float) -> Ticket:
+        """Let a request through (``delay`` said 0)."""
+        self.in_flight += 1
+        self._sent += 1
+        return Ticket(self._sent, self.requests.charge(1), self.tokens.charge(tokens))
+
+    def done(
+        self, ticket: Ticket, limits: Limits | None, *, throttled: bool, retry_after: float | None
+    ) -> None:
+        """A request's answer (or error) came back: learn the budgets it states, and widen or cut
+        the window."""
+        self.in_flight -= 1
+        self.answered = True
+        now = self.clock()
+        if limits is not None:
+            self.requests.learn(
+                limits.remaining_requests, limits.reset_requests, limits.limit_requests, ticket.requests, now
+            )
+            self.tokens.learn(
+                limits.remaining_tokens, limits.reset_tokens, limits.limit_tokens, ticket.tokens, now
+            )
+        if throttled:
+            self.throttled += 1
+            self._streak = 0
+            self.cool_until = max(self.cool_until, now + (retry_after if retry_after is not None else 1.0))
+            if ticket.sent > self._cut_at:  # once per burst
+                self.window = max(1.0, self.window / 2)
+                self._cut_at = self._sent
+                self.low = min(self.low, self.window)
+            return
+        self._streak += 1
+        if self._streak >= self.window and self.window < self.ceiling:
+            self.window += 1
+            self._streak = 0
+            self.high = max(self.high, self.window)
+
+    def release(self) -> None:
+        """A request let through that never reached an answer (cancelled)."""
+        self.in_flight -= 1
+
+    def describe(self) -> dict:
+        out: dict[str, float] = {
+            "window": int(self.window),
+            "window_low": int(self.low),
+            "window_high": int(self.high),
+        }
+        if self.throttled:
+            out["throttled"] = self.throttled
+        if self.paced:
+            out["paced"] = self.paced
+        for name, a in (("requests", self.requests), ("tokens", self.tokens)):
+            if a.known and a.rate:
+                out[f"limit_{name}_per_minute"] = round(a.rate * 60)
+        return out
