@@ -100,7 +100,7 @@ def main() -> None:
     print(f"  ratio: {baseline / (built + checked):.1f}x")
     print(
         f"  index memory: {held / 2**20:.0f} MiB held ({index.memory_bytes() / 2**20:.0f} MiB of it in "
-        "numpy arrays; the rest vocabulary and sources)"
+        "numpy arrays and the benchmark's folded text; the rest sources)"
     )
 
 

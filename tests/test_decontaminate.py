@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from self_instruct.quality.decontaminate import (
     MIN_WHOLE_WORDS,
     BenchmarkIndex,
+    Hit,
     Where,
     baseline_check,
     benchmark_texts,
@@ -42,6 +43,159 @@ def test_the_index_finds_what_a_set_of_ngram_tuples_finds(bench, queries, n, cop
             queries[q % len(queries)] += " -- " + " ".join(span).upper() + "!"
     records = [(Where("b.jsonl", k + 1, "q"), t) for k, t in enumerate(bench)]
     assert BenchmarkIndex(records, n).check(queries) == baseline_check(records, n, queries)
+
+
+# Words that the numpy path must cut and tell apart exactly as ``words`` does: cases, digits, words of
+# 8, 9, 16 and more bytes sharing their first 8, and other scripts (``İ`` lower-cases to two characters,
+# ``Σ`` to ``σ`` or ``ς`` by its place, the Kelvin sign to ASCII ``k``; digits and numbers of other
+# scripts); and separators: punctuation, the underscore (``[^\W_]`` leaves it out), controls, the zero
+# byte (check()'s own separator), punctuation and spaces outside ASCII, and a lone surrogate.
+rich_word = st.sampled_from(
+    [
+        *("the", "The", "THE", "cat", "a1", "42", "0", "x_y"),
+        *("internat", "internati", "internationalise", "internationalisation", "Internationalisations"),
+        *("über", "ÜBER", "日本", "İx", "\u212a", "ß", "é", "e\u0301", "ΟΔΟΣ", "οδος", "x²", "½", "٣"),
+    ]
+)
+separator = st.sampled_from(
+    [" ", "  ", ", ", "\n", "\t", "_", "-", "'", "\x00", " \x00 ", "\x1f", "\xa0", " — ", "’", "…", "\ud800"]
+)
+rich_text = st.lists(st.tuples(rich_word, separator), max_size=20).map(
+    lambda ws: "".join(w + s for w, s in ws)
+)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    bench=st.lists(rich_text, max_size=8),
+    queries=st.lists(st.one_of(rich_text, text), max_size=8),
+    n=st.integers(1, 8),
+    copies=st.lists(st.tuples(st.integers(0, 7), st.integers(0, 7), st.integers(0, 20)), max_size=4),
+)
+def test_words_are_cut_as_the_regular_expression_cuts_them(bench, queries, n, copies):
+    queries = list(queries)
+    for b, q, start in copies:  # whole benchmark texts and spans of them, in ASCII or other company
+        if bench and queries:
+            source = bench[b % len(bench)]
+            queries[q % len(queries)] += " " + (
+                source if start % 3 == 0 else " ".join(source.split()[start:])
+            )
+    records = [(Where("b.jsonl", k + 1, "q"), t) for k, t in enumerate(bench)]
+    assert BenchmarkIndex(records, n).check(queries) == baseline_check(records, n, queries)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(max_size=40), max_size=6), st.sampled_from(["", "İstanbul", "ΟΔΟΣ, ΣΟΦΙΑ"]))
+def test_the_byte_fold_finds_the_words_the_regular_expression_finds(texts, other):
+    from self_instruct.quality.decontaminate import _fold
+
+    # Any characters at all: ASCII by the byte table, others by the table of the batch's distinct
+    # characters, or (a character that lower-cases to several, or by its place) by ``words``.
+    texts = [*texts, other]
+    between = _fold(texts).split(b"\x00")[1:-1]  # the separator word between the texts
+    assert [part.decode().split() for part in between] == [words(t) for t in texts]
+
+
+def test_texts_of_n_words_empty_texts_and_other_edges():
+    records = [
+        (Where("b.jsonl", 1, "q"), ""),
+        (Where("b.jsonl", 2, "q"), "one two three four five"),  # exactly n words
+        (Where("b.jsonl", 3, "q"), "Un DEUX trois quatre"),  # a whole form of MIN_WHOLE_WORDS words
+        (Where("b.jsonl", 4, "q"), "!!! ... ---"),  # no words at all
+        (Where("b.jsonl", 5, "q"), "one two three four five"),  # again: the first source is named
+        (Where("b.jsonl", 6, "q"), "Grüße aus Köln, 2024 – à bientôt"),
+    ]
+    queries = [
+        "",
+        "one two three four five",
+        "one two three four",
+        "(un) deux, TROIS... quatre!",
+        "un deux trois quatre cinq",
+        "un_deux_trois_quatre",
+        "un\x00deux\x00trois\x00quatre",
+        "GRÜSSE aus köln 2024 à bientôt",
+        "grüße aus köln 2024 à bientôt",
+        "\x00",
+        " \x00 one two three four five",
+    ]
+    index = BenchmarkIndex(records, n=5)
+    hits = index.check(queries)
+    assert hits == baseline_check(records, 5, queries)
+    assert [h and (h.where.line, h.ngram) for h in hits] == [
+        None,
+        (2, "one two three four five"),
+        None,
+        (3, "un deux trois quatre"),
+        None,
+        (3, "un deux trois quatre"),
+        (3, "un deux trois quatre"),
+        (6, "aus köln 2024 à bientôt"),  # ß is not ss: the second window
+        (6, "grüße aus köln 2024 à"),
+        None,
+        (2, "one two three four five"),
+    ]
+    assert len(index) == 4 and len(index.whole) == 1  # n-grams as found (a repeated one twice)
+    assert BenchmarkIndex([], 5).check(queries) == [None] * len(queries)
+    assert index.check([]) == []
+
+
+def test_a_hash_collision_never_rejects_and_the_first_source_is_named(monkeypatch):
+    import numpy as np
+
+    from self_instruct.quality import decontaminate
+
+    # Every word's id 0: every window of the benchmark has the same hash, every short text the same
+    # hash as any other of its length; only the word-for-word comparison tells them apart.
+    monkeypatch.setattr(decontaminate, "_MIX", np.uint64(0))
+    records = [
+        (Where("b.jsonl", k + 1, "q"), t)
+        for k, t in enumerate(
+            [
+                "a b c d e f g",
+                "red green blue",
+                "one two three four",
+                "b c d e f g h",
+                "one two three five",
+                "b c d e f g h i",
+                "one two three four",
+            ]
+        )
+    ]
+    queries = [
+        "x b c d e f g h",
+        "c d e f g h",
+        "one two three five",
+        "one two three six",
+        "b c d e",
+        "p q r s t u",
+    ]
+    hits = BenchmarkIndex(records, 6).check(queries)
+    assert hits == baseline_check(records, 6, queries)
+    assert [h and (h.where.line, h.ngram) for h in hits] == [
+        (1, "b c d e f g"),
+        (4, "c d e f g h"),
+        (5, "one two three five"),
+        None,
+        None,
+        None,
+    ]
+
+
+def test_a_large_batch_is_checked_in_chunks_alike(monkeypatch):
+    import random
+
+    from self_instruct.quality import decontaminate
+
+    rng = random.Random(3)
+    vocabulary = ["alpha", "beta", "gamma", "delta", "Epsilon", "zeta", "eta", "theta", "Ωmega", "x_1"]
+    bench = [" ".join(rng.choices(vocabulary, k=rng.randint(0, 30))) for _ in range(60)]
+    queries = [", ".join(rng.choices(vocabulary, k=rng.randint(0, 40))) for _ in range(3000)]
+    records = [(Where("b.jsonl", k + 1, "q"), t) for k, t in enumerate(bench)]
+    index = BenchmarkIndex(records, 5)
+    whole = index.check(queries)
+    monkeypatch.setattr(decontaminate, "_CHUNK", 200)  # a few texts a chunk, one text over it at times
+    assert index.check(queries) == whole == baseline_check(records, 5, queries)
+    assert sum(h is not None for h in whole) > 100
 
 
 def test_normalisation_whole_forms_and_the_first_source():
@@ -219,3 +373,13 @@ def test_a_run_leaves_out_every_seed_instruction_and_instance_that_repeats_a_ben
     assert {(h["line"], h["field"]) for h in hits} == {
         (n, f) for (n, f, _), hit in zip(fields, plain, strict=True) if hit is not None
     }
+
+
+def test_a_short_text_repeated_many_times_is_one_whole_form():
+    records = [(Where("b.jsonl", i + 1, "answer"), "None of the above.") for i in range(20_000)]
+    records.append((Where("b.jsonl", 20_001, "answer"), "All of the above."))
+    index = BenchmarkIndex(records, 13)
+    assert len(index.whole) == 2
+    [hit, other, clean] = index.check(["none of the ABOVE", "All of the above!", "none of these above"])
+    assert hit == Hit(Where("b.jsonl", 1, "answer"), "none of the above")  # the first of them
+    assert other is not None and other.where.line == 20_001 and clean is None
