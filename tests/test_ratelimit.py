@@ -122,8 +122,10 @@ def test_the_window_halves_once_per_burst_and_grows_back_by_one():
     later = gate.take(10)
     gate.done(later, None, throttled=True, retry_after=None)  # sent after the cut: cut again
     assert gate.window == 4 and gate.cool_until == clock.now + 1.0  # no Retry-After: a second
-    for t in tickets[2:6]:  # a window's worth of successes in a row: one more
-        gate.done(t, None, throttled=False, retry_after=None)
+    gate.done(tickets[2], None, failed=True)  # a 500: neither cuts nor widens
+    assert gate.window == 4
+    for t in tickets[3:7]:  # a window's worth of successes in a row: one more
+        gate.done(t, None)
     assert gate.window == 5
     assert gate.describe() == {"window": 5, "window_low": 4, "window_high": 16, "throttled": 3}
     small = Gate(1, 1, clock)
@@ -211,3 +213,27 @@ def test_a_503_that_says_overloaded_slows_down_like_a_429():
         "Service Unavailable", response=httpx.Response(503, request=request), body=None
     )
     assert not is_throttled(str(openai_error(down)))  # a server that is down is failing, not slowing
+
+
+def test_requests_sent_earlier_and_still_in_flight_are_taken_as_not_counted():
+    clock = Clock()
+    gate = Gate(8, 8, clock)
+    early, late = gate.take(1), gate.take(1)
+    # The later one is answered first: the earlier one may reach the server after it.
+    headers = {"x-ratelimit-limit-requests": "60", "x-ratelimit-remaining-requests": "5"}
+    gate.done(late, limits(headers), throttled=False, retry_after=None)
+    assert gate.requests.available(clock.now) == 4
+    gate.done(
+        early, limits({**headers, "x-ratelimit-remaining-requests": "4"}), throttled=False, retry_after=None
+    )
+    assert gate.requests.available(clock.now) == 4  # older in sending order: says less, ignored
+
+
+def test_a_share_of_the_budget_for_one_of_several_senders():
+    backend = OpenAIBackend("m", base_urls=["http://127.0.0.1:9/v1"], max_concurrency=8)
+    backend.share_budgets(0.25)  # one Ray worker of four
+    gate = backend.endpoints[0].gate
+    gate.clock = clock = Clock()
+    gate.done(gate.take(1), limits(OPENAI), throttled=False, retry_after=None)
+    assert gate.requests.available(clock.now) == pytest.approx(59 / 4)
+    assert gate.describe()["limit_requests_per_minute"] == 15

@@ -33,6 +33,9 @@ class Sender:
         backend = make_backend()
         if json_form:
             backend.json_form = json_form  # type: ignore[attr-defined]  # as the driver resolved it
+        share = getattr(backend, "share_budgets", None)
+        if share is not None:  # the endpoints' stated budgets are every worker's together
+            share(limits["budget_share"])
         self.engine = Engine(
             backend,
             concurrency=limits["concurrency"],
@@ -154,6 +157,7 @@ def request_workers(cfg: Any, make_backend: Callable[[], Backend], json_form: st
                 "concurrency": slots[i],
                 "rpm": rpm[i],
                 "tpm": tpm[i],
+                "budget_share": slots[i] / sum(slots),
                 "retry": retry,
                 "breaker": (llm.breaker_window, llm.breaker_failure_rate),
             },

@@ -241,12 +241,8 @@ class OpenAIBackend(BackendBase):
             response, headers = await self._call(ep.client, request)
         except TransientError as e:
             throttled = is_throttled(str(e))
-            ep.gate.done(
-                ticket,
-                limits(e.headers) if e.headers else None,
-                throttled=throttled,
-                retry_after=e.retry_after,
-            )
+            stated = limits(e.headers) if e.headers else None
+            ep.gate.done(ticket, stated, throttled=throttled, failed=not throttled, retry_after=e.retry_after)
             self._ended()
             ep.failures += 1
             if throttled:  # slowed down, not failing: the retry waits as asked
@@ -257,10 +253,10 @@ class OpenAIBackend(BackendBase):
                 ep.consecutive_failures = 0
             raise
         except BaseException:
-            ep.gate.release()
+            ep.gate.release(ticket)
             self._ended()
             raise
-        ep.gate.done(ticket, limits(headers), throttled=False, retry_after=None)
+        ep.gate.done(ticket, limits(headers))
         self._ended()
         ep.consecutive_failures = 0
         response.meta["endpoint"] = ep.url
@@ -291,6 +287,12 @@ class OpenAIBackend(BackendBase):
             for e in self.endpoints
         ]
         return {**super().describe(), "endpoints": endpoints}
+
+    def share_budgets(self, fraction: float) -> None:
+        """Use only ``fraction`` of what each endpoint states it grants: one of several processes
+        sending to the same endpoints (a Ray worker with that share of the concurrency)."""
+        for e in self.endpoints:
+            e.gate.requests.share = e.gate.tokens.share = fraction
 
     def window(self) -> str | None:
         now = sum(int(e.gate.window) for e in self.endpoints)

@@ -40,23 +40,22 @@ def duration(text: str | None) -> float | None:
     return sum(float(n) * _UNIT[u] for n, u in parts)
 
 
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    value = headers.get(name)
-    if value is None:  # a plain dict with other capitals
-        value = next((v for k, v in headers.items() if k.lower() == name), None)
-    return value
+def _lower(headers: Mapping[str, str]) -> dict[str, str]:
+    """Headers by lower-case name (one pass; a plain dict may have any capitals)."""
+    return {k.lower(): v for k, v in headers.items()}
 
 
 def retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
     """Seconds to wait before trying again: ``retry-after-ms``, else ``retry-after`` in seconds or
     as an HTTP date; None when the server gives no (readable) wait."""
-    ms = _header(headers, "retry-after-ms")
+    headers = _lower(headers)
+    ms = headers.get("retry-after-ms")
     if ms is not None:
         try:
             return max(0.0, float(ms) / 1000)
         except ValueError:
             pass
-    value = _header(headers, "retry-after")
+    value = headers.get("retry-after")
     if value is None:
         return None
     try:
@@ -97,7 +96,8 @@ class Limits:
 
 def limits(headers: Mapping[str, str]) -> Limits:
     """The ``x-ratelimit-*`` headers of an answer."""
-    get = lambda name: _header(headers, f"x-ratelimit-{name}")  # noqa: E731
+    lower = _lower(headers)
+    get = lambda name: lower.get(f"x-ratelimit-{name}")  # noqa: E731
     return Limits(
         limit_requests=_int(get("limit-requests")),
         limit_tokens=_int(get("limit-tokens")),
@@ -128,10 +128,14 @@ class Allowance:
         self.known = False
         self.remaining = 0.0  # as last stated
         self.mark = 0.0  # ``sent`` just after the request whose answer stated it went out
+        self.counted = 0.0  # of ``sent``, what that statement counted
         self.at = 0.0  # when it was stated
         self.rate = 0.0  # units a second it refills (0: not stated)
         self.full = math.inf  # what it holds when full
         self.reset_at = 0.0
+        # The part of the endpoint's budget this process may use: several processes sending to one
+        # endpoint (Ray workers) each take their share of the concurrency's part of what it states.
+        self.share = 1.0
 
     def charge(self, units: float) -> float:
         """Count a request's units as sent; returns its mark, for ``learn`` when it is answered."""
@@ -139,18 +143,27 @@ class Allowance:
         return self.sent
 
     def learn(
-        self, remaining: int | None, reset: float | None, limit: int | None, mark: float, now: float
+        self,
+        remaining: int | None,
+        reset: float | None,
+        limit: int | None,
+        mark: float,
+        now: float,
+        pending: float = 0.0,
     ) -> None:
-        """The budget stated by the answer to the request charged at ``mark``. An answer older
-        (in sending order) than the one already learned from says less: it is ignored."""
+        """The budget stated by the answer to the request charged at ``mark``. ``pending``: the
+        units of requests sent before it and not answered yet; they may have reached the server
+        after it (they go over other connections), so they are taken as not counted. An answer
+        older (in sending order) than the one already learned from says less: it is ignored."""
         if remaining is None or (self.known and mark < self.mark):
             return
         self.known = True
-        self.remaining, self.mark, self.at = float(remaining), mark, now
-        self.rate = limit / 60 if limit else 0.0
+        self.remaining = remaining * self.share
+        self.mark, self.counted, self.at = mark, mark - pending, now
+        self.rate = limit * self.share / 60 if limit else 0.0
         self.full = math.inf
         if limit:  # full when the reset has passed at this rate; never more than the limit says
-            self.full = max(float(limit), self.remaining)
+            self.full = max(limit * self.share, self.remaining)
             if reset is not None:
                 self.full = min(self.full, self.remaining + self.rate * reset)
         self.reset_at = now + (reset or 0.0)
@@ -164,7 +177,7 @@ class Allowance:
             return math.inf  # reset, to a limit nobody stated: the next answer will say
         else:
             level = self.remaining
-        return level - (self.sent - self.mark)
+        return level - (self.sent - self.counted)
 
     def delay(self, units: float, now: float) -> float:
         """Seconds until ``units`` fit (0: now). A request larger than the whole budget waits for
@@ -185,6 +198,7 @@ class Ticket:
     sent: int
     requests: float
     tokens: float
+    size: float  # its tokens
 
 
 class Gate:
@@ -208,7 +222,7 @@ class Gate:
         self.ceiling = max(1, ceiling)
         self.window = float(min(max(1, window), self.ceiling))
         self.clock = clock
-        self.in_flight = 0
+        self._pending: dict[int, Ticket] = {}  # requests in flight, in sending order
         self.answered = False
         self.cool_until = 0.0
         self.requests, self.tokens = Allowance(), Allowance()
@@ -229,24 +243,42 @@ class Gate:
 
     def take(self, tokens: float) -> Ticket:
         """Let a request through (``delay`` said 0)."""
-        self.in_flight += 1
         self._sent += 1
-        return Ticket(self._sent, self.requests.charge(1), self.tokens.charge(tokens))
+        ticket = Ticket(self._sent, self.requests.charge(1), self.tokens.charge(tokens), tokens)
+        self._pending[ticket.sent] = ticket
+        return ticket
 
     def done(
-        self, ticket: Ticket, limits: Limits | None, *, throttled: bool, retry_after: float | None
+        self,
+        ticket: Ticket,
+        limits: Limits | None,
+        *,
+        throttled: bool = False,
+        failed: bool = False,
+        retry_after: float | None = None,
     ) -> None:
-        """A request's answer (or error) came back: learn the budgets it states, and widen or cut
-        the window."""
-        self.in_flight -= 1
+        """A request's answer (or error) came back: learn the budgets it states, and cut the window
+        (throttled) or widen it (answered; another error does neither)."""
+        del self._pending[ticket.sent]
         self.answered = True
         now = self.clock()
-        if limits is not None:
+        if limits is not None and limits.stated:
+            older = [t for t in self._pending.values() if t.sent < ticket.sent]
             self.requests.learn(
-                limits.remaining_requests, limits.reset_requests, limits.limit_requests, ticket.requests, now
+                limits.remaining_requests,
+                limits.reset_requests,
+                limits.limit_requests,
+                ticket.requests,
+                now,
+                pending=len(older),
             )
             self.tokens.learn(
-                limits.remaining_tokens, limits.reset_tokens, limits.limit_tokens, ticket.tokens, now
+                limits.remaining_tokens,
+                limits.reset_tokens,
+                limits.limit_tokens,
+                ticket.tokens,
+                now,
+                pending=sum(t.size for t in older),
             )
         if throttled:
             self.throttled += 1
@@ -257,15 +289,21 @@ class Gate:
                 self._cut_at = self._sent
                 self.low = min(self.low, self.window)
             return
+        if failed:
+            return
         self._streak += 1
         if self._streak >= self.window and self.window < self.ceiling:
             self.window += 1
             self._streak = 0
             self.high = max(self.high, self.window)
 
-    def release(self) -> None:
+    def release(self, ticket: Ticket) -> None:
         """A request let through that never reached an answer (cancelled)."""
-        self.in_flight -= 1
+        del self._pending[ticket.sent]
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)
 
     def describe(self) -> dict:
         out: dict[str, float] = {
