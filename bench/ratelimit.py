@@ -106,6 +106,7 @@ def generate(
         "off",
         "--llm-max-retries",
         str(args.max_retries),
+        *extra,
     ]
     env = {**os.environ, "PYTHONPATH": str(code)}  # and a working directory without a package in it
     start = time.perf_counter()

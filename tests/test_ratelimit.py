@@ -10,6 +10,7 @@ import pytest
 from openai_server import FakeOpenAIServer, RateLimits
 
 from self_instruct.errors import is_throttled
+from self_instruct.executor import live_stats
 from self_instruct.llm.base import Request
 from self_instruct.llm.engine import Engine, RetryPolicy
 from self_instruct.llm.openai_backend import OpenAIBackend, openai_error
@@ -237,3 +238,13 @@ def test_a_share_of_the_budget_for_one_of_several_senders():
     gate.done(gate.take(1), limits(OPENAI), throttled=False, retry_after=None)
     assert gate.requests.available(clock.now) == pytest.approx(59 / 4)
     assert gate.describe()["limit_requests_per_minute"] == 15
+
+
+def test_the_progress_bar_shows_the_window_the_endpoints_grant():
+    backend = OpenAIBackend(
+        "m", base_urls=["http://127.0.0.1:9/v1", "http://127.0.0.1:10/v1"], max_concurrency=64
+    )
+    engine = Engine(backend, concurrency=64)
+    assert live_stats(engine, "bootstrap")["win"] == "64/64"  # 32 each to start
+    backend.endpoints[0].gate.window = 8.0  # cut twice by 429s
+    assert live_stats(engine, "bootstrap")["win"] == "40/64"

@@ -3,6 +3,8 @@
 - a response cache (SQLite) in front of the model: a cached answer costs no request;
 - bounded concurrency (the smaller of the configured limit and what the backend can serve), and
   optional requests-per-minute (a leaky bucket) and tokens-per-minute (a sliding minute) limits;
+  within them the OpenAI backend paces each endpoint by what it grants (``ratelimit.Gate``: a
+  concurrency window cut by 429s, and the budgets its headers state);
 - retries with tenacity for TransientError (exponential backoff with jitter, or the server's
   Retry-After when it gives one), a bounded number of times;
 - a request that still fails comes back as a Response with ``error`` set: the caller records it;
