@@ -88,6 +88,8 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--target", type=int, default=2000, help="instructions for the generate run")
     ap.add_argument("--latency", type=float, default=0.05)
+    ap.add_argument("--runs", type=int, default=5, help="runs of each client, alternating")
+    ap.add_argument("--skip-generate", action="store_true", help="only the requests/s comparison")
     args = ap.parse_args()
 
     parent, child = mp.Pipe()
@@ -97,7 +99,7 @@ def main() -> None:
     try:
         asyncio.run(bare(base_url, 200, args.concurrency))  # warm up both sides
         b, o = [], []
-        for _ in range(5):
+        for _ in range(args.runs):
             b.append(asyncio.run(bare(base_url, args.requests, args.concurrency)))
             o.append(asyncio.run(ours(base_url, args.requests, args.concurrency)))
         print(
@@ -112,6 +114,8 @@ def main() -> None:
         )
         print(f"  ratio engine / bare (medians): {median(o) / median(b):.2f}x")
 
+        if args.skip_generate:
+            return
         with tempfile.TemporaryDirectory() as tmp:
             cfg = load_config(
                 None,
