@@ -115,9 +115,12 @@ class Allowance:
     """One of an endpoint's budgets (requests or tokens) as its headers last stated it, kept
     current between answers by what was sent since.
 
-    A stated limit is per minute (the headers' names say so: requests and tokens per minute), so the
-    budget refills at ``limit / 60`` a second up to what the reset says is full (``remaining + rate
-    x reset``). Without a limit, ``remaining`` is all there is until the reset passes.
+    A stated limit is taken as per minute (OpenAI's are), so the budget refills at ``limit / 60`` a
+    second up to what the reset says is full (``remaining + rate x reset``, at most the limit).
+    Providers' resets do not say how fast it refills (OpenAI documents 16 tokens used with a reset
+    of 6m0s), so the rate is never taken from them. A limit per day (Groq's requests) is thus
+    overestimated near its end, where 429s and the window take over. Without a limit,
+    ``remaining`` is all there is until the reset passes.
 
     The state is taken when the answer arrives; the server counted the request when it arrived,
     before the answer's latency, so the budget is underestimated by about latency x rate: a steady
