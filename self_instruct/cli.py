@@ -20,7 +20,7 @@ STAGE_HELP = {
     "bootstrap": "grow the instruction pool from the seeds until --target instructions are accepted",
     "classify": "decide for each accepted instruction whether it is a classification task",
     "instances": "generate input/output instances for each classified instruction",
-    "judge": "rate each instance A-D and keep the good ones (quality.judge = on; generate runs it then)",
+    "judge": "rate each instance A-D (quality.judge = on: the dataset keeps the good ones; generate runs it)",
     "dataset": "write tasks.jsonl and dataset.jsonl from the stage files (no model calls)",
 }
 

@@ -30,6 +30,9 @@ FREE = {
     "llm.max_cost",  # a budget says when to stop, not what the run makes: a larger one resumes
     "llm.max_tokens_total",
     "quality.decontaminate",  # the files' content counts (quality.decontaminate.sha256), not their place
+    # Judging filters the dataset, which every session rebuilds: turned on for a run made without it,
+    # the run ends with the files of one judged from the start (the judge's prompt is on record).
+    "quality.judge",
     "bootstrap.max_requests",
     "classify.max_attempts",
     # the model itself is compared as the backend reports it (backend.*), not as configured

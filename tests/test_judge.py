@@ -149,3 +149,31 @@ def test_the_judge_can_be_another_model_at_another_endpoint(tmp_path):
     instances = sum(len(r["instances"]) for r in read_jsonl(tmp_path / "other" / "instances.jsonl"))
     # Every rating came from the other endpoint (the run's own model, FlakyJudge, was never asked).
     assert len(judgments) == instances and len(asked) == instances
+
+
+def test_a_run_made_without_the_judge_can_be_judged_later(tmp_path):
+    """Turning quality.judge on for a finished run needs no --force: the run ends with the files of
+    one judged from the start. ``self-instruct judge`` alone rates, and says the dataset is not
+    filtered until the setting is on."""
+    _run(tmp_path, "judged")
+    _run(tmp_path, "later", **{"quality.judge": "off"})
+    alone = run(
+        load_config(
+            None,
+            {
+                "output_dir": str(tmp_path),
+                "run_name": "later",
+                "seed_file": str(SEEDS),
+                "target": "25",
+                "progress": "false",
+                "llm.structured": "off",
+            },
+        ),
+        backend=FlakyJudge(),
+        stages=("judge",),
+    )
+    assert any("the dataset keeps every instance until quality.judge = on" in n for n in alone.notes)
+    assert "rating" not in read_jsonl(tmp_path / "later" / "dataset.jsonl")[0]
+    _run(tmp_path, "later")  # quality.judge on, no force
+    for name in ("dataset.jsonl", "judgments.jsonl", "rejected.jsonl", "tasks.jsonl"):
+        assert (tmp_path / "later" / name).read_bytes() == (tmp_path / "judged" / name).read_bytes(), name

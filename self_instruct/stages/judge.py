@@ -182,7 +182,11 @@ class JudgeStep(Step):
         total = sum(self.ratings.values())
         spread = ", ".join(f"{r} {self.ratings[r]}" for r in RATINGS)
         kept = sum(self.ratings[r] for r in RATINGS if passes(r, q.min_rating))
-        notes = [
-            f"quality.judge: {total} instances rated ({spread}); {kept} at {q.min_rating} or better are kept"
-        ]
-        return Report(notes)
+        if q.judge == "on":
+            what = f"{kept} at {q.min_rating} or better are kept"
+        else:  # the stage run alone (self-instruct judge) for a run made without the judge
+            what = (
+                f"{kept} at {q.min_rating} or better; the dataset keeps every instance until "
+                "quality.judge = on (generate --quality-judge on filters it, from these ratings)"
+            )
+        return Report([f"quality.judge: {total} instances rated ({spread}); {what}"])
