@@ -287,6 +287,13 @@ def judge_backend(cfg: Config) -> Backend | None:
     return create_backend(cfg.llm.model_copy(update=update), cfg.seed)
 
 
+def _judge(cfg: Config) -> Backend:
+    """The judge's own backend, made in a Ray worker (only called where it has one)."""
+    backend = judge_backend(cfg)
+    assert backend is not None
+    return backend
+
+
 def _given(backend: Backend) -> Backend:
     """The backend a caller gave (tests, embedding); a Ray worker gets a copy of it."""
     return backend
@@ -438,6 +445,7 @@ async def _run_locked(
 
     remote = None  # executor = ray: the workers that send the requests
     judge: Engine | None = None  # the judge's own model, when it has one
+    judge_remote = None  # and the workers that send its requests
 
     def save(session: dict, entries: dict) -> dict:
         info = backend.describe() if backend else None
@@ -482,13 +490,22 @@ async def _run_locked(
             if cfg.llm.max_cost and judge.price is None:
                 raise UserError(PRICE_NEEDED.format(model=other.model))
             judge.budget = engine.budget if engine else None
+            if cfg.executor == "ray" and not cfg.llm.batch_api:
+                from .cluster.requests import request_workers
+
+                # The judge's model is asked for free text (structured outputs are resolved for
+                # the run's model only).
+                judge_remote = judge.remote = request_workers(cfg, functools.partial(_judge, cfg), None)
         reports = await executor.run(make_step(name, ctx, seeds, judge) for name in stages)
     finally:
-        if remote is not None:
-            remote.close()
+        for workers in (remote, judge_remote):
+            if workers is not None:
+                workers.close()
         if judge is not None:
             await judge.backend.close()
     notes += [note for report in reports for note in report.notes]
     if remote is not None:
         notes.append(remote.describe())
+    if judge_remote is not None:
+        notes.append(f"executor = ray: the judge's requests sent from {judge_remote.workers()}")
     return RunSummary(files.root, executor.manifest, notes, incomplete_reasons(cfg, stages, files))

@@ -224,3 +224,47 @@ def test_analyze_on_ray_data_gives_the_local_statistics(ray, tmp_path):
     local = stats["local"]["inputs"][0]
     assert local["verb_noun"]["with_pair"] > 20 and local["seed_rouge_l"]["seeds"] > 100
     assert stats["ray"] == stats["local"]
+
+
+def test_a_judge_at_another_endpoint_is_asked_from_the_ray_workers(ray, tmp_path):
+    from openai_server import FakeOpenAIServer
+    from scripted import ScriptedBackend, respond
+    from test_golden import DATA_FILES
+
+    from self_instruct.config import load_config
+    from self_instruct.pipeline import run
+
+    with FakeOpenAIServer(respond) as judge:
+
+        def files(executor: str) -> dict[str, bytes]:
+            over = {
+                "output_dir": str(tmp_path),
+                "run_name": executor,
+                "seed_file": str(TESTS.parent / "seeds" / "seed_tasks.jsonl"),
+                "target": "12",
+                "progress": "false",
+                "llm.structured": "off",
+                "llm.concurrency": "4",
+                "executor": executor,
+                "ray.workers": "2",
+                "quality.judge": "on",
+                "quality.judge_base_url": [judge.base_url],
+                "quality.judge_model": "judge-model",
+            }
+            summary = run(load_config(None, over), backend=ScriptedBackend())
+            assert not summary.incomplete
+            if executor == "ray":
+                sent = next(n for n in summary.notes if "the judge's requests sent from 2 Ray workers" in n)
+                sent_by = re.search(r"requests (\d+) \+ (\d+)\)", sent)
+                assert sent_by and all(int(n) > 0 for n in sent_by.groups()), sent
+            return {
+                n: (tmp_path / executor / n).read_bytes()
+                for n in DATA_FILES
+                if (tmp_path / executor / n).exists()
+            }
+
+        local = files("local")
+        asked = len([r for r in judge.requests if (r["body"] or {}).get("model") == "judge-model"])
+        assert files("ray") == local and b'"rating"' in local["dataset.jsonl"]
+    # Every instance was rated once in each run, by the judge's endpoint.
+    assert len([r for r in judge.requests if (r["body"] or {}).get("model") == "judge-model"]) == 2 * asked

@@ -121,11 +121,14 @@ class RayRequests:
     def describe(self) -> str:
         from . import connect_seconds
 
+        connected = f"Ray connected in {connect_seconds:.1f} s"
+        return f"executor = ray: {connected}; model requests sent from {self.workers()}"
+
+    def workers(self) -> str:
+        """The workers, their concurrency and the requests each sent."""
         return (
-            f"executor = ray: Ray connected in {connect_seconds:.1f} s; model requests sent from "
-            f"{len(self.actors)} Ray workers "
-            f"(concurrency {' + '.join(map(str, self.concurrency))}; requests "
-            f"{' + '.join(map(str, self.sent))})"
+            f"{len(self.actors)} Ray workers (concurrency {' + '.join(map(str, self.concurrency))}; "
+            f"requests {' + '.join(map(str, self.sent))})"
         )
 
     def close(self) -> None:
